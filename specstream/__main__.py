@@ -1,0 +1,3 @@
+from specstream.cli import app
+
+app(prog_name="specstream")
