@@ -108,3 +108,80 @@ def inspect(
         n_problem_files += bool(report.problems)
     if n_problem_files:
         raise typer.Exit(code=2)
+
+
+@app.command()
+def run(
+    experiments: str = typer.Option(..., "--experiments", "-e", help="Comma-separated group names, e.g. "
+                                    "MLP_100k,CNN_100k (see `specstream groups`)."),
+    data: str = typer.Option(..., "--data", help="Shard directory (with manifest.json) or URL prefix."),
+    out: Path = typer.Option(Path("runs"), "--out", help="Runs root: one folder per experiment."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="Comma-separated GPU indices, e.g. 0,1,2,3. "
+                                       "Default: all visible GPUs, or the CPU when there are none."),
+    parallel: bool = typer.Option(False, "--parallel", help="Run one experiment per GPU at once; otherwise "
+                                  "one at a time on the first GPU."),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds; each experiment runs once per seed."),
+    results: Optional[Path] = typer.Option(None, "--results", help="Results CSV (default OUT/results.csv)."),
+    groups_file: Optional[Path] = typer.Option(None, "--groups-file", help="JSON file adding or overriding "
+                                               "groups."),
+    train_args: str = typer.Option("", "--train-args", help="Extra options passed to every training run, "
+                                   "e.g. \"--no-compile --num-workers 4\"."),
+) -> None:
+    """Run every experiment of the named groups with the reference hyperparameters, one per GPU at a time."""
+    import shlex
+
+    from specstream.groups import expand, load_groups
+    from specstream.runner import run_experiments
+
+    try:
+        groups = load_groups(groups_file)
+        todo = expand([g.strip() for g in experiments.split(",") if g.strip()], groups,
+                      seeds=[int(s) for s in seeds.split(",")])
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    gpu_list = _resolve_gpus(gpus)
+    if gpu_list and not parallel:
+        gpu_list = gpu_list[:1]
+    results_csv = results or out / "results.csv"
+    typer.echo(f"{len(todo)} experiments on {', '.join('GPU ' + g for g in gpu_list) if gpu_list else 'the CPU'}"
+               f"; results in {results_csv}")
+    outcomes = run_experiments(todo, data=data, out_dir=out, results_csv=results_csv, gpus=gpu_list,
+                               extra_args=shlex.split(train_args), train_size_cap=_train_split_size(data),
+                               on_finish=lambda o: typer.echo(
+                                   f"{o.experiment.experiment_id}: {'done' if o.returncode == 0 else 'FAILED'} "
+                                   f"in {o.seconds:.0f} s (log {o.log_path})"))
+    failed = [o for o in outcomes if o.returncode not in (0, None)]
+    if failed:
+        typer.echo(f"{len(failed)} of {len(outcomes)} experiments failed", err=True)
+        raise typer.Exit(code=1)
+
+
+def _resolve_gpus(gpus: Optional[str]) -> list[str]:
+    if gpus:
+        return [g.strip() for g in gpus.split(",") if g.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _train_split_size(data: str) -> Optional[int]:
+    """Return the number of training spectra in the manifest, or None when it cannot be read."""
+    try:
+        from specstream.data import read_manifest
+
+        return int(read_manifest(data)["splits"]["train"]["n_samples"])
+    except (ImportError, OSError, KeyError, ValueError):
+        return None
+
+
+@app.command("groups")
+def list_groups(groups_file: Optional[Path] = typer.Option(None, "--groups-file", help="JSON file adding or "
+                                                          "overriding groups.")) -> None:
+    """List the experiment groups and their hyperparameters."""
+    from specstream.groups import DEFAULTS, load_groups
+
+    for name, spec in load_groups(groups_file).items():
+        spec = {**DEFAULTS, **spec}
+        typer.echo(f"{name}: models {', '.join(spec['models'])}; inputs {', '.join(spec['inputs'])}; "
+                   f"{spec['epochs']} epochs, batch {spec['batch_size']}, lr {spec['lr']}, "
+                   f"train size {spec['train_size'] or 'all'}")

@@ -1,4 +1,4 @@
-"""`specstream inspect`: what a set of survey files holds and what is wrong with it."""
+"""`specstream inspect`: summaries of survey files and the invalid rows they contain."""
 
 from __future__ import annotations
 

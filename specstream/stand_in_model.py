@@ -15,7 +15,7 @@ molecular bands that degrade to the red) whose strengths depend on the labels:
 - TiO bands (7054, 7589, 7666, 8432-8452 A) below about 4200 K; CN bands (7875, 8125, 8320 A) grow with
   [M/H] + [C/M] and toward low log g.
 - Paschen lines: only toward the hot end of the range.
-Line positions are laboratory air wavelengths converted to vacuum; strengths are tuned by hand so that Ridge
+Line positions are laboratory air wavelengths converted to vacuum. Strengths are tuned by hand so that Ridge
 regression of log_g on noisy spectra lands in the survey's difficulty range (see tests/test_synth.py).
 """
 

@@ -5,8 +5,8 @@ and positive flux over 7100-8850 A, on a 1 A grid in air. Each spectrum is moved
 linear interpolation, scaled to an i-band-like magnitude, and given errors from the PFS noise model.
 Pixels whose air wavelength falls outside the STELIB window are masked.
 
-Limitation: STELIB's resolution (3.4 A FWHM, R ~ 2400) is about half the MR arm's, so lines are broader than
-PFS would record them; the interpolation cannot restore the missing resolution.
+Limitation: STELIB's resolution (3.4 A FWHM, R ~ 2400) is about half the MR arm's, so its lines are broader
+than PFS would record them. Interpolation cannot restore the missing resolution.
 """
 
 from __future__ import annotations

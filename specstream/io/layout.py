@@ -32,7 +32,7 @@ LAYOUTS = {"survey": SURVEY_KEYS, "flat": FLAT_KEYS}
 
 @dataclass(frozen=True)
 class SurveyFile:
-    """What one HDF5 file holds: its layout, dataset keys, shapes and dtypes."""
+    """Description of one HDF5 file: its layout, dataset keys, shapes and dtypes."""
 
     path: Path
     layout: str  # "survey" or "flat"

@@ -79,7 +79,7 @@ def check_label_columns(path: Path, key: str, labels: pd.DataFrame, n_spectra: i
         raise ValueError(f"{path}: key {key} is missing label columns {missing}; columns found: "
                          f"{list(labels.columns)}. Add them (Fe_H is accepted for M_H).")
     if len(labels) != n_spectra:
-        raise ValueError(f"{path}: key {key} has {len(labels)} rows but the file holds {n_spectra} spectra; "
+        raise ValueError(f"{path}: key {key} has {len(labels)} rows but the file contains {n_spectra} spectra; "
                          "there must be one label row per spectrum")
     for name in required_labels:
         if labels[name].dtype.kind not in "fiu":

@@ -1,0 +1,97 @@
+"""Experiment groups and the queue that runs them."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from specstream import runner
+from specstream.groups import GROUPS, expand, load_groups
+from specstream.results import append_result, read_results
+
+
+def test_reference_groups_hyperparameters():
+    experiments = expand(["MLP_100k", "CNN_1M"], GROUPS)
+    ids = [e.experiment_id for e in experiments]
+    assert ids[:2] == ["MLP_100k-mlp_3L_1024-flux_only-s0", "MLP_100k-mlp_2L_2048-flux_only-s0"]
+    assert len(experiments) == 6
+    mlp, cnn = experiments[0], experiments[-1]
+    assert (mlp.epochs, mlp.batch_size, mlp.lr, mlp.train_size) == (20, 1024, 1e-3, 100_000)
+    assert (cnn.model, cnn.input_mode, cnn.epochs, cnn.batch_size, cnn.lr) == ("cnn_4L_k5_wide", "whitening",
+                                                                               10, 2048, 5e-4)
+    assert (cnn.weight_decay, cnn.patience) == (1e-4, 10)
+
+
+def test_seeds_multiply_experiments():
+    experiments = expand(["CNN_100k"], GROUPS, seeds=[0, 1, 2])
+    assert len(experiments) == 6
+    assert {e.seed for e in experiments} == {0, 1, 2}
+
+
+def test_unknown_group():
+    with pytest.raises(ValueError, match=r"unknown experiment groups \['NOPE'\]; known groups: \["):
+        expand(["NOPE"], GROUPS)
+
+
+def test_groups_file_adds_group(tmp_path):
+    path = tmp_path / "groups.json"
+    path.write_text(json.dumps({"MINE": {"models": ["mlp_2L_1024"], "inputs": ["standardized"], "epochs": 3}}))
+    (experiment,) = expand(["MINE"], load_groups(path))
+    assert (experiment.model, experiment.input_mode, experiment.epochs, experiment.batch_size) == (
+        "mlp_2L_1024", "standardized", 3, 1024)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("{not json", "invalid JSON"),
+    ("[1, 2]", "expected an object mapping group names"),
+    ('{"G": {"models": []}}', "group G needs non-empty 'models' and 'inputs' lists"),
+])
+def test_groups_file_errors(tmp_path, text, message):
+    path = tmp_path / "groups.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_groups(path)
+
+
+def test_groups_file_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="groups file not found"):
+        load_groups(tmp_path / "none.json")
+
+
+def test_train_command_caps_train_size(tmp_path):
+    (experiment,) = expand(["CNN_1M"], GROUPS)
+    command = runner.train_command(experiment, "shards", tmp_path, tmp_path / "r.csv", ["--no-compile"],
+                                   train_size_cap=5000)
+    assert "--train-size" not in command
+    assert command[-1] == "--no-compile"
+    command = runner.train_command(experiment, "shards", tmp_path, tmp_path / "r.csv", [], train_size_cap=None)
+    assert command[command.index("--train-size") + 1] == "1000000"
+
+
+def fake_train_command(experiment, data, out_dir, results_csv, extra_args, train_size_cap=None):
+    """A stand-in for the trainer: appends a result row, or fails for the whitening input."""
+    code = (
+        "import sys; from specstream.results import append_result\n"
+        f"if {experiment.input_mode!r} == 'whitening': sys.exit(3)\n"
+        f"append_result({str(results_csv)!r}, {{'experiment_id': {experiment.experiment_id!r}, 'test_r2': 0.5}})\n"
+    )
+    return [sys.executable, "-c", code]
+
+
+def test_queue_runs_and_skips_completed(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "train_command", fake_train_command)
+    monkeypatch.setattr(runner, "POLL_INTERVAL_S", 0.05)
+    results_csv = tmp_path / "results.csv"
+    experiments = expand(["CNN_100k", "MLP_1M"], GROUPS)  # flux_only, whitening, whitening
+    append_result(results_csv, {"experiment_id": experiments[2].experiment_id, "test_r2": 0.1})
+
+    outcomes = runner.run_experiments(experiments, data="d", out_dir=tmp_path / "runs", results_csv=results_csv,
+                                      gpus=["0", "1"])
+    codes = {o.experiment.experiment_id: o.returncode for o in outcomes}
+    assert codes == {experiments[0].experiment_id: 0, experiments[1].experiment_id: 3,
+                     experiments[2].experiment_id: None}
+    ids = list(read_results(results_csv)["experiment_id"])
+    assert sorted(ids) == sorted([experiments[2].experiment_id, experiments[0].experiment_id])
+    assert (tmp_path / "runs" / experiments[1].experiment_id / "run.log").exists()
