@@ -48,13 +48,16 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same file contents."),
     dtype: str = typer.Option("float32", "--dtype", help="Storage dtype of flux and error: float32 or float64."),
     chunk_size: int = typer.Option(2048, "--chunk-size", min=1, help="Spectra generated and written per block."),
+    layout: str = typer.Option("survey", "--layout", help="survey: the simulator's layout with a pandas label "
+                               "table; flat: root datasets and a group of label columns (no PyTables needed)."),
 ) -> None:
     """Write stand-in spectra (a label-dependent toy model with PFS MR noise-model errors)."""
     from specstream.synth import write_synth
 
     with _progress_bar(n, "spec", "synth") as bar:
         try:
-            path = write_synth(out, n, seed, dtype=dtype, chunk_size=chunk_size, progress=bar.update)
+            path = write_synth(out, n, seed, dtype=dtype, chunk_size=chunk_size, progress=bar.update,
+                               layout=layout)
         except (ValueError, FileNotFoundError) as exc:
             _fail(exc)
     typer.echo(f"wrote {n} spectra to {path}")

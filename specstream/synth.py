@@ -100,10 +100,11 @@ def generate_arrays(n: int, seed: int, noise_model: NoiseModel | None = None,
 
 
 def write_synth(path: str | Path, n: int, seed: int, dtype: str = "float32", chunk_size: int = DEFAULT_CHUNK_SIZE,
-                noise_model: NoiseModel | None = None,
-                progress: Callable[[int], None] | None = None) -> Path:
-    """Write `n` stand-in spectra to `path` in the survey layout, chunk by chunk, in bounded memory.
+                noise_model: NoiseModel | None = None, progress: Callable[[int], None] | None = None,
+                layout: str = "survey") -> Path:
+    """Write `n` stand-in spectra to `path`, chunk by chunk, in bounded memory.
 
+    `layout` is "survey" (the simulator's layout, labels as a pandas table) or "flat" (needs no PyTables).
     `progress`, when given, is called with the number of spectra written after each chunk.
     """
     labels, calibration = generate_labels(n, seed)
@@ -112,7 +113,7 @@ def write_synth(path: str | Path, n: int, seed: int, dtype: str = "float32", chu
                 generator.noise_model.source)
     attrs = {"specstream_synth_seed": seed, "specstream_noise_model": generator.noise_model.source,
              "specstream_flux_unit": "1e-17 erg/s/cm^2/A"}
-    with SurveyWriter(path, n, generator.wave, dtype=dtype, attrs=attrs) as writer:
+    with SurveyWriter(path, n, generator.wave, dtype=dtype, attrs=attrs, layout=layout) as writer:
         for start in range(0, n, chunk_size):
             stop = min(start + chunk_size, n)
             block = labels.iloc[start:stop].copy()

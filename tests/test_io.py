@@ -167,7 +167,7 @@ def test_wave_shape_mismatch(survey_file):
 
 def test_label_rows_mismatch(survey_file):
     path = survey_file(labels=make_labels(39))
-    with pytest.raises(ValueError, match="params has 39 rows but the file holds 40 spectra"):
+    with pytest.raises(ValueError, match="params has 39 rows but the file contains 40 spectra"):
         read_labels(path)
 
 
@@ -299,3 +299,21 @@ def test_writer_round_trip(tmp_path):
     np.testing.assert_array_equal(chunk.flux, flux)
     np.testing.assert_array_equal(chunk.error, error)
     pd.testing.assert_frame_equal(chunk.labels, labels)
+
+
+def test_writer_flat_layout(tmp_path):
+    flux, error, wave = make_arrays(10, 16)
+    labels = make_labels(10)
+    path = tmp_path / "flat.h5"
+    with SurveyWriter(path, 10, wave, layout="flat", with_mask=True) as writer:
+        writer.write(0, flux, error, labels)
+    info = describe(path)
+    assert (info.layout, info.has_mask) == ("flat", True)
+    (chunk,) = list(iter_chunks([path]))
+    np.testing.assert_array_equal(chunk.flux, flux)
+    pd.testing.assert_frame_equal(chunk.labels, labels)
+
+
+def test_writer_unknown_layout(tmp_path):
+    with pytest.raises(ValueError, match="layout must be one of \\['flat', 'survey'\\], got 'csv'"):
+        SurveyWriter(tmp_path / "x.h5", 3, np.arange(4.0), layout="csv")

@@ -94,7 +94,10 @@ def read_columns_group(path: Path, group: h5py.Group, start: int = 0, stop: int 
     lengths = {name: len(values) for name, values in columns.items()}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"{path}: label columns in {group.name} differ in length: {lengths}")
-    return _decode_strings(pd.DataFrame(columns))
+    # An optional "columns" attribute gives the column order, since HDF5 lists group members by name.
+    order = [c.decode() if isinstance(c, bytes) else str(c) for c in group.attrs.get("columns", [])]
+    order = [c for c in order if c in columns] + [c for c in columns if c not in order]
+    return _decode_strings(pd.DataFrame({name: columns[name] for name in order}))
 
 
 def read_structured(path: Path, dataset: h5py.Dataset, start: int = 0, stop: int | None = None) -> pd.DataFrame:

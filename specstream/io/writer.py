@@ -9,24 +9,29 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from specstream.io.layout import SURVEY_KEYS
+from specstream.io.layout import LAYOUTS
 
 HDF5_CHUNK_ROWS = 4096  # chunk shape (4096, n_pixels), as the survey's files use
 
 
 class SurveyWriter:
-    """Write `n_spectra` spectra to `path` in the survey layout; the file appears only when complete.
+    """Write `n_spectra` spectra to `path`; the file appears only when complete.
 
-    Use as a context manager; call `write(start, flux, error, labels, mask=None)` for consecutive blocks.
-    Labels are kept in memory (a few floats per spectrum) and written as a pandas table on close.
+    Use as a context manager, and call `write(start, flux, error, labels, mask=None)` for consecutive blocks.
+    Labels are kept in memory (a few floats per spectrum) and written on close: as a pandas table in the
+    survey layout (needs PyTables), as a group of 1-D datasets in the flat layout (needs only h5py).
     """
 
     def __init__(self, path: str | Path, n_spectra: int, wave: np.ndarray, dtype: str = "float32",
-                 with_mask: bool = False, attrs: dict | None = None):
+                 with_mask: bool = False, attrs: dict | None = None, layout: str = "survey"):
         if n_spectra < 1:
             raise ValueError(f"n_spectra must be >= 1, got {n_spectra}")
         if np.dtype(dtype) not in (np.dtype("float32"), np.dtype("float64")):
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
+        self.keys = LAYOUTS[layout]
+        self.layout = layout
         self.path = Path(path)
         self.tmp_path = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self.n_spectra = n_spectra
@@ -37,11 +42,11 @@ class SurveyWriter:
         self._handle = h5py.File(self.tmp_path, "w")
         chunks = (min(HDF5_CHUNK_ROWS, n_spectra), self.n_pixels)
         shape = (n_spectra, self.n_pixels)
-        self._flux = self._handle.create_dataset(SURVEY_KEYS["flux"], shape, dtype=dtype, chunks=chunks)
-        self._error = self._handle.create_dataset(SURVEY_KEYS["error"], shape, dtype=dtype, chunks=chunks)
-        self._mask = (self._handle.create_dataset(SURVEY_KEYS["mask"], shape, dtype="int8", chunks=chunks)
+        self._flux = self._handle.create_dataset(self.keys["flux"], shape, dtype=dtype, chunks=chunks)
+        self._error = self._handle.create_dataset(self.keys["error"], shape, dtype=dtype, chunks=chunks)
+        self._mask = (self._handle.create_dataset(self.keys["mask"], shape, dtype="int8", chunks=chunks)
                       if with_mask else None)
-        self._handle.create_dataset(SURVEY_KEYS["wave"], data=np.asarray(wave, dtype=np.float64))
+        self._handle.create_dataset(self.keys["wave"], data=np.asarray(wave, dtype=np.float64))
         for key, value in (attrs or {}).items():
             self._handle.attrs[key] = value
 
@@ -65,11 +70,19 @@ class SurveyWriter:
         """Write the label table and move the finished file into place."""
         if self._written != self.n_spectra:
             raise ValueError(f"{self.path}: only {self._written} of {self.n_spectra} spectra were written")
-        self._handle.close()
         labels = pd.concat(self._labels, ignore_index=True)
+        if self.layout == "flat":
+            group = self._handle.create_group(self.keys["labels"])
+            for name in labels.columns:
+                group[name] = labels[name].to_numpy()
+            group.attrs["columns"] = [str(name) for name in labels.columns]  # HDF5 lists members by name
+            self._handle.close()
+            os.replace(self.tmp_path, self.path)
+            return self.path
+        self._handle.close()
         # index=False skips the PyTables search index, whose nodes carry timestamps: the same data then
         # gives the same bytes, so checksums of written files are reproducible.
-        labels.to_hdf(self.tmp_path, key=SURVEY_KEYS["labels"], format="table", mode="a", index=False)
+        labels.to_hdf(self.tmp_path, key=self.keys["labels"], format="table", mode="a", index=False)
         os.replace(self.tmp_path, self.path)
         return self.path
 
