@@ -188,3 +188,171 @@ def list_groups(groups_file: Optional[Path] = typer.Option(None, "--groups-file"
         typer.echo(f"{name}: models {', '.join(spec['models'])}; inputs {', '.join(spec['inputs'])}; "
                    f"{spec['epochs']} epochs, batch {spec['batch_size']}, lr {spec['lr']}, "
                    f"train size {spec['train_size'] or 'all'}")
+
+
+@app.command()
+def shard(
+    inputs: List[Path] = typer.Argument(..., help="Survey HDF5 files; their order defines the global sample ids."),
+    out: Path = typer.Option(..., "--out", help="Directory for the tar shards and manifest.json."),
+    test_size: float = typer.Option(1000, "--test-size", help="Test split: a count of spectra (>= 1) or a "
+                                    "fraction of all input spectra (< 1)."),
+    val_size: float = typer.Option(0.05, "--val-size", help="Validation split: a count (>= 1) or a fraction (< 1)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split assignment."),
+    dtype: str = typer.Option("float32", "--dtype", help="Storage dtype of flux and error: float32 or float16 "
+                              "(its rounding error is measured and stored in the manifest)."),
+    block_size: int = typer.Option(1024, "--block-size", min=1, help="Spectra per block of .npy members."),
+    shard_size: float = typer.Option(512.0, "--shard-size", help="Target shard size in MB (10^6 bytes)."),
+    chunk_size: int = typer.Option(4096, "--chunk-size", min=1, help="Spectra read from the inputs per step."),
+    drop_bad: bool = typer.Option(False, "--drop-bad", help="Leave invalid rows out and count them, instead of "
+                                  "stopping at the first."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace shards and manifest already in --out."),
+) -> None:
+    """Write train/val/test WebDataset tar shards and a manifest from survey files."""
+    from specstream.io import describe
+    from specstream.shards import ShardOptions, write_shards
+
+    try:
+        options = ShardOptions(test_size=test_size, val_size=val_size, seed=seed, dtype=dtype,
+                               block_size=block_size, shard_size_mb=shard_size, chunk_size=chunk_size,
+                               on_bad="drop" if drop_bad else "raise")
+        total = sum(describe(path).n_spectra for path in inputs)
+        with _progress_bar(total, "spec", "shard") as bar:
+            result = write_shards(inputs, out, options, resume=resume, overwrite=overwrite, progress=bar.update)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    splits = result.manifest["splits"]
+    counts = ", ".join(f"{name} {split['n_samples']} in {len(split['shards'])} shards"
+                       for name, split in splits.items())
+    typer.echo(f"wrote {counts} to {out}")
+    seconds = max(result.seconds, 1e-9)
+    typer.echo(f"{result.bytes_written / 1e6:.0f} MB in {seconds:.1f} s: {result.bytes_written / 1e6 / seconds:.0f} "
+               f"MB/s written, {result.spectra_read / seconds:.0f} spectra/s read")
+    loss = result.manifest.get("float16_loss")
+    if loss:
+        typer.echo(f"float16 rounding: flux max {loss['flux']['max_abs_over_error']:.2e} sigma, "
+                   f"rms {loss['flux']['rms_abs_over_error']:.2e} sigma; error max relative "
+                   f"{loss['error']['max_relative_normal']:.2e}")
+
+
+@app.command()
+def baseline(
+    model: str = typer.Argument(..., help="Baseline: ridge, lightgbm or oracle-moe (ridge experts gated by "
+                                "the true labels: an upper bound, not a deployable model)."),
+    data: str = typer.Option(..., "--data", help="Shard directory (with manifest.json) or URL prefix."),
+    out: Path = typer.Option(Path("runs"), "--out", help="Runs root; the run writes to OUT/EXPERIMENT_ID/."),
+    results: Optional[Path] = typer.Option(None, "--results", help="Results CSV (default OUT/results.csv)."),
+    experiment_id: Optional[str] = typer.Option(None, "--experiment-id", help="Run name; default "
+                                                "GROUP-MODEL-INPUT-sSEED. Rerun with the same name to resume."),
+    group: str = typer.Option("baselines", "--group", help="Experiment group written to the results row."),
+    input_mode: str = typer.Option("flux_only", "--input", help="flux_only, whitening, standardized or noise_free."),
+    target: str = typer.Option("log_g", "--target", help="Label column to predict."),
+    noise_level: float = typer.Option(1.0, "--noise-level", help="Noise scale: flux + LEVEL * error * N(0, 1)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Noise seed; the NN run's seed gives the same val/test draws."),
+    train_size: Optional[int] = typer.Option(None, "--train-size", min=1, help="Use the first N training "
+                                             "spectra in sample id order, as specstream train does."),
+    noise_passes: int = typer.Option(1, "--noise-passes", min=1, help="Ridge/oracle: passes over the training "
+                                     "split, each with a fresh noise realisation."),
+    alpha_grid: Optional[str] = typer.Option(None, "--alpha-grid", help="Ridge/oracle: comma-separated alphas "
+                                             "in units of the training row count (default 1e-8 ... 100)."),
+    gate: str = typer.Option("T_eff,M_H", "--gate", help="Oracle: labels whose true values choose the expert."),
+    n_bins: int = typer.Option(3, "--n-bins", min=1, help="Oracle: equal-width bins per gate label."),
+    max_train: int = typer.Option(100_000, "--max-train", min=2, help="LightGBM: training spectra kept in memory."),
+    max_val: int = typer.Option(50_000, "--max-val", min=2, help="LightGBM: validation spectra for early stopping."),
+    rebin: int = typer.Option(1, "--rebin", min=1, help="LightGBM: average this many adjacent pixels per feature."),
+    num_leaves: str = typer.Option("31,127", "--num-leaves", help="LightGBM: candidate leaf counts, chosen on "
+                                   "validation."),
+    max_rounds: int = typer.Option(2000, "--max-rounds", min=1, help="LightGBM: maximum boosting rounds."),
+    num_threads: Optional[int] = typer.Option(None, "--num-threads", min=1, help="LightGBM: threads; default "
+                                              "every CPU this process may use."),
+    batch_size: int = typer.Option(2048, "--batch-size", min=1, help="Spectra per streamed batch."),
+) -> None:
+    """Fit a classic baseline on the NN runs' splits and noise draws; append its row to the results CSV."""
+    from specstream.baselines import BoostingSettings, parse_gate_labels
+    from specstream.baselines.run import BaselineConfig, parse_number_list, run_baseline
+    from specstream.baselines.shard_data import ShardSplits
+
+    try:
+        config = BaselineConfig(
+            model=model.replace("-", "_"), target=target, input_mode=input_mode, noise_level=noise_level, seed=seed,
+            group=group, experiment_id=experiment_id, noise_passes=noise_passes, gate_labels=parse_gate_labels(gate),
+            n_bins=n_bins,
+            **({"alpha_grid": parse_number_list(alpha_grid, "--alpha-grid", float)} if alpha_grid else {}),
+            boosting=BoostingSettings(max_train=max_train, max_val=max_val, rebin=rebin, max_rounds=max_rounds,
+                                      num_leaves=parse_number_list(num_leaves, "--num-leaves", int), seed=seed,
+                                      num_threads=num_threads),
+        )
+        splits = ShardSplits(data, mode=input_mode, noise_level=noise_level, seed=seed, train_size=train_size,
+                             batch_size=batch_size)
+        row = run_baseline(splits, config, out_dir=out, results_csv=results)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    typer.echo(f"{row['experiment_id']}: test R^2 {row['test_r2']:.4f}, MAE {row['test_mae']:.4f}, "
+               f"train time {row['train_time']:.0f} s; predictions in {row['run_dir']}")
+
+
+@app.command()
+def report(
+    results: Path = typer.Argument(..., help="Results CSV written by specstream train / run / baseline."),
+    out: Path = typer.Option(Path("report"), "--out", help="Directory for report.md and its PNG figures."),
+    max_runs: int = typer.Option(9, "--max-runs", min=1, help="Runs shown in the per-run figures, in table order."),
+) -> None:
+    """Write a Markdown summary table (best per group marked, differences to ridge and the oracle) and figures."""
+    from specstream.report import build_report
+
+    try:
+        written = build_report(results, out, max_runs=max_runs)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    typer.echo(f"wrote {written.markdown} with {len(written.figures)} figures")
+    for name, reason in written.skipped.items():
+        typer.echo(f"left out {name}: {reason}")
+
+
+@app.command()
+def bench(
+    data: str = typer.Option(..., "--data", help="Shard directory; its manifest names the survey HDF5 files "
+                             "that the reference path reads."),
+    experiments: str = typer.Option("MLP_100k", "--experiments", "-e", help="Comma-separated group names."),
+    out: Path = typer.Option(Path("benchmarks/results"), "--out", help="Directory for the report."),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Directory for the benchmark's training "
+                                            "runs (default OUT/runs)."),
+    all_experiments: bool = typer.Option(False, "--all", help="Time every experiment of the groups, not only "
+                                         "the first of each."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override the groups' epoch counts."),
+    train_size: Optional[int] = typer.Option(None, "--train-size", min=1, help="Override the training-set size."),
+    data_paths: str = typer.Option("auto", "--data-paths", help="Fast data paths to time: comma list of auto, "
+                                   "resident, streaming."),
+    compile: bool = typer.Option(True, "--compile/--no-compile", help="torch.compile on the fast path."),
+    num_workers: int = typer.Option(2, "--num-workers", min=0, help="Fast streaming-loader workers per rank."),
+    reference_steps: int = typer.Option(20, "--reference-steps", min=1, help="Timed steps of the reference path."),
+    reference_workers: int = typer.Option(4, "--reference-workers", min=0, help="Reference DataLoader workers."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+) -> None:
+    """Time experiments on the fast path and the reference path in one run; save the ratios in a report."""
+    import sys
+
+    from specstream.bench import BenchConfig, format_report, run_bench
+
+    try:
+        config = BenchConfig(data=data, groups=[g.strip() for g in experiments.split(",") if g.strip()],
+                             out_dir=out, runs_dir=runs_dir, all_experiments=all_experiments, epochs=epochs, train_size=train_size,
+                             data_paths=[p.strip() for p in data_paths.split(",") if p.strip()], compile=compile,
+                             num_workers=num_workers, reference_steps=reference_steps,
+                             reference_workers=reference_workers, device=device)
+        report = run_bench(config, command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    typer.echo(format_report(report))
+
+
+@app.command("train", add_help_option=False,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train_command(ctx: typer.Context) -> None:
+    """Train one model; options as for `python -m specstream.train` (see `specstream train --help`).
+
+    --nproc N starts N processes on this machine through torchrun --standalone --nproc-per-node N.
+    """
+    from specstream.train import main as train_main
+
+    raise typer.Exit(code=train_main(list(ctx.args), prog="specstream train"))

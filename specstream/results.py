@@ -19,6 +19,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from contextlib import contextmanager
 from importlib import metadata
@@ -291,3 +292,58 @@ def environment_summary() -> dict[str, object]:
         "cpu_count": usable_cpus,
         "executable": sys.executable,
     }
+
+
+PREDICTION_COLUMNS = ("sample_id", "y_true", "y_pred")
+"""Columns every predictions file has; extra per-sample columns (e.g. mag, snr) follow them."""
+
+
+def save_predictions(path: str | os.PathLike, sample_ids, y_true, y_pred, extra: Mapping | None = None) -> Path:
+    """Write per-sample predictions of one target to an uncompressed .npz file, atomically.
+
+    sample_ids (n,) int64 global ids, y_true and y_pred (n,) in the label's units, and each `extra` value
+    (n,) (e.g. "mag", "snr") are stored as arrays under their names. `load_predictions` reads the file back.
+    """
+    path = Path(path)
+    columns = {"sample_id": np.asarray(sample_ids, dtype=np.int64),
+               "y_true": np.asarray(y_true, dtype=np.float64), "y_pred": np.asarray(y_pred, dtype=np.float64)}
+    for name, values in (extra or {}).items():
+        if name in PREDICTION_COLUMNS or not isinstance(name, str) or not name:
+            raise ValueError(f"invalid extra prediction column {name!r}; use a label name such as 'mag' or 'snr'")
+        columns[name] = np.asarray(values, dtype=np.float64)
+    n = len(columns["sample_id"])
+    for name, values in columns.items():
+        if values.shape != (n,):
+            raise ValueError(f"prediction column {name!r} has shape {values.shape}; expected ({n},), one value "
+                             "per sample")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            np.savez(stream, **columns)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_predictions(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a file written by `save_predictions` into a DataFrame: sample_id, y_true, y_pred, then extras."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"predictions file {path} not found")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"predictions file {path} is not an .npz archive; rerun the experiment to rewrite it")
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            missing = [name for name in PREDICTION_COLUMNS if name not in stored.files]
+            if missing:
+                raise ValueError(f"{path} has no {', '.join(missing)} array (found {', '.join(stored.files)}); "
+                                 "it was not written by save_predictions")
+            names = list(PREDICTION_COLUMNS) + [name for name in stored.files if name not in PREDICTION_COLUMNS]
+            return pd.DataFrame({name: stored[name] for name in names})
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"predictions file {path} is unreadable ({error}); rerun the experiment to rewrite it"
+        ) from error
