@@ -40,9 +40,9 @@ class BenchConfig:
     groups: list[str]
     """Experiment groups to time."""
     out_dir: Path = Path("benchmarks/results")
-    """Where the report (JSON and Markdown) goes."""
+    """Folder for the report (JSON and Markdown)."""
     runs_dir: Path | None = None
-    """Where the benchmark's own training runs go; default out_dir/runs."""
+    """Folder for the benchmark's own training runs; default out_dir/runs."""
     all_experiments: bool = False
     """Time every experiment of the groups; default only the first of each group."""
     epochs: int | None = None
@@ -53,8 +53,8 @@ class BenchConfig:
     """Fast data paths to time: auto, resident and/or streaming."""
     compile: bool = True
     """torch.compile on the fast path."""
-    num_workers: int = 2
-    """Streaming-loader workers per rank on the fast path."""
+    num_workers: int = 0
+    """Streaming-loader worker processes per rank on the fast path (0: threads)."""
     reference_steps: int = 20
     """Timed optimizer steps of the reference path (after 2 warm-up steps)."""
     reference_workers: int = 4

@@ -324,7 +324,8 @@ def bench(
     data_paths: str = typer.Option("auto", "--data-paths", help="Fast data paths to time: comma list of auto, "
                                    "resident, streaming."),
     compile: bool = typer.Option(True, "--compile/--no-compile", help="torch.compile on the fast path."),
-    num_workers: int = typer.Option(2, "--num-workers", min=0, help="Fast streaming-loader workers per rank."),
+    num_workers: int = typer.Option(0, "--num-workers", min=0, help="Fast streaming-loader worker processes per "
+                                    "rank (0: threads)."),
     reference_steps: int = typer.Option(20, "--reference-steps", min=1, help="Timed steps of the reference path."),
     reference_workers: int = typer.Option(4, "--reference-workers", min=0, help="Reference DataLoader workers."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -356,3 +357,40 @@ def train_command(ctx: typer.Context) -> None:
     from specstream.train import main as train_main
 
     raise typer.Exit(code=train_main(list(ctx.args), prog="specstream train"))
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_output"), "--out", help="Folder for data, shards, runs and report."),
+    n_spectra: int = typer.Option(8_000, "--n", help="Stand-in spectra to generate (>= 3000)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs per stand-in experiment "
+                                         "(default: 15 for the MLP, 5 for the CNN)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of data, splits and training."),
+    stelib: bool = typer.Option(False, "--stelib", help="Use the STELIB observed spectra from the reference "
+                                "data folder instead of stand-in data."),
+) -> None:
+    """Run the whole workflow on built-in data: data -> shards -> DEMO groups -> Ridge -> report."""
+    import time
+
+    from specstream.demo import DemoConfig, run_demo
+
+    started = time.perf_counter()
+    try:
+        config = DemoConfig(out_dir=out, n_spectra=n_spectra, epochs=epochs, seed=seed, stelib=stelib)
+        paths = run_demo(config, echo=typer.echo)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        _fail(exc)
+    typer.echo(_results_table(paths["results"]))
+    typer.echo(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
+    for name, path in paths.items():
+        typer.echo(f"  {name:8s} {path}")
+
+
+def _results_table(results_csv: Path) -> str:
+    """Return the main columns of the results CSV as a plain-text table, best test R^2 first."""
+    from specstream.results import read_results
+
+    frame = read_results(results_csv)
+    columns = [c for c in ("experiment_id", "model", "input", "test_r2", "test_mae", "train_time") if c in frame]
+    frame = frame[columns].sort_values("test_r2", ascending=False)
+    return "\n" + frame.to_string(index=False, float_format="{:.3f}".format)

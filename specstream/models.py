@@ -178,6 +178,12 @@ def mlp_3l_2048(*, n_pixels: int, n_outputs: int, dropout: float) -> nn.Module:
     return MLP(n_pixels, (2048, 1024, 512), n_outputs, dropout)
 
 
+# Small MLP for CPU demos and quick checks: 1,065,345 parameters for 4096 pixels and one output.
+@register_model("mlp_2L_256")
+def mlp_2l_256(*, n_pixels: int, n_outputs: int, dropout: float) -> nn.Module:
+    return MLP(n_pixels, (256, 128), n_outputs, dropout)
+
+
 @register_model("cnn_4L_k5_bn")
 def cnn_4l_k5_bn(*, n_pixels: int, n_outputs: int, dropout: float) -> nn.Module:
     # 60,481 parameters for 4096 pixels and one output.

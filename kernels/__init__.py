@@ -1,0 +1,38 @@
+"""Numba kernels for on-the-fly noise and input transforms (imported as specstream.kernels).
+
+`make_inputs` draws flux + noise_level * error * N(0, 1) and turns it into network inputs ("flux_only",
+"whitening", "standardized", or "noise_free" without a draw). The noise of pixel p of sample id s in an
+epoch is a pure function of (seed, epoch, s, p), built on the Threefry-2x32-20 counter-based generator, so
+it does not depend on worker count, world size, batch composition or order. `reference` holds the NumPy
+twin and `torch_twin` the torch one (same draws, to the bit, on CPU).
+"""
+
+from .arguments import (
+    FIXED_EPOCH,
+    INPUT_MODES,
+    STANDARDIZED_CLIP,
+    STANDARDIZED_STD_FLOOR,
+    STATS_KEYS,
+    WHITENING_CLIP,
+    WHITENING_ERROR_FLOOR,
+    validate_mode,
+)
+from .inputs import draw_normals, make_inputs
+from .reference import draw_normals_reference, make_inputs_reference
+from .threads import default_num_threads
+
+__all__ = [
+    "FIXED_EPOCH",
+    "INPUT_MODES",
+    "STANDARDIZED_CLIP",
+    "STANDARDIZED_STD_FLOOR",
+    "STATS_KEYS",
+    "WHITENING_CLIP",
+    "WHITENING_ERROR_FLOOR",
+    "default_num_threads",
+    "draw_normals",
+    "draw_normals_reference",
+    "make_inputs",
+    "make_inputs_reference",
+    "validate_mode",
+]

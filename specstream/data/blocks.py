@@ -1,0 +1,240 @@
+"""Read rows of blocks out of shards: positioned reads for local files, tar streaming for URLs.
+
+A piece is `(block, row0, row1, dst0)`: rows [row0, row1) of block `block` of a split go to rows
+[dst0, dst0 + row1 - row0) of the destination arrays. Local shards are read with os.preadv straight into the
+destination, at the member offsets that the manifest records. Each member's tar and .npy headers are checked
+against the manifest before its first use. Stream sources (pipe:, http) are read member by member with tarfile, one
+pass per shard and call, or copied once into a local cache directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tarfile
+import threading
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from specstream.data.manifest import ShardSource, SplitLayout
+from specstream.shards import format as fmt
+
+logger = logging.getLogger(__name__)
+
+MAX_OPEN_SHARDS = 64  # file descriptors kept open per reader
+HEADER_PROBE_BYTES = 4096  # bytes read to parse a .npy header
+COPY_PIECE_BYTES = 16 << 20
+
+
+class CorruptShardError(ValueError):
+    """A shard is missing, truncated or does not match its manifest entry."""
+
+    def __init__(self, shard: str, detail: str):
+        self.shard = shard
+        super().__init__(f"corrupt shard {shard}: {detail}. Copy the shard again, or rewrite the set with "
+                         "`specstream shard`; SpectraLoader(on_corrupt='skip') skips it and counts its samples")
+
+
+def role_shape(layout: SplitLayout, role: str, n_rows: int) -> tuple:
+    """Return the array shape of one member: (n, n_pixels), (n, n_labels) or (n,)."""
+    if role in ("flux", "error", "mask"):
+        return (n_rows, layout.n_pixels)
+    if role == "labels":
+        return (n_rows, len(layout.label_names))
+    return (n_rows,)
+
+
+def role_dtype(layout: SplitLayout, role: str) -> np.dtype:
+    """Return the stored dtype of one member."""
+    return {"flux": layout.dtype, "error": layout.dtype, "mask": fmt.MASK_DTYPE, "labels": fmt.LABEL_DTYPE,
+            "ids": fmt.ID_DTYPE}[role]
+
+
+def roles(layout: SplitLayout) -> tuple:
+    """Return the members every block of the layout has."""
+    return tuple(role for role in fmt.ROLES if role != "mask" or layout.has_mask)
+
+
+def allocate(layout: SplitLayout, n_rows: int) -> dict:
+    """Return empty destination arrays for `n_rows` samples, one per member role."""
+    return {role: np.empty(role_shape(layout, role, n_rows), dtype=role_dtype(layout, role)) for role in roles(layout)}
+
+
+class BlockReader:
+    """Read pieces of one split's blocks; see the module docstring."""
+
+    def __init__(self, source: ShardSource, layout: SplitLayout, cache_dir: str | Path | None = None):
+        self.source, self.layout = source, layout
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._fds: dict[int, int] = {}
+        self._data_offsets: dict[tuple[int, str], int] = {}
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def __del__(self):
+        self.close()
+
+    def shard_label(self, shard: int) -> str:
+        return self.source.url(self.layout.shard_names[shard])
+
+    def read_shard(self, shard: int, pieces: list, dest: dict) -> None:
+        """Read the pieces of one shard into `dest` (role -> C-contiguous array); raise CorruptShardError.
+
+        Only the roles present in `dest` are read, so a caller may leave out the mask, for instance.
+        """
+        path = self._local_file(shard)
+        if path is None:
+            self._read_stream(shard, pieces, dest)
+            return
+        fd = self._open(shard, path)
+        for block, row0, row1, dst0 in pieces:
+            for role in dest:
+                target = dest[role][dst0:dst0 + row1 - row0]
+                row_bytes = target.itemsize * int(np.prod(target.shape[1:], dtype=np.int64))
+                offset = self._data_offset(fd, shard, block, role) + row0 * row_bytes
+                self._pread_into(fd, shard, target, offset)
+
+    def _local_file(self, shard: int) -> Path | None:
+        name = self.layout.shard_names[shard]
+        path = self.source.local_path(name)
+        if path is not None or self.cache_dir is None:
+            return path
+        cached = self.cache_dir / name
+        if not cached.is_file() or cached.stat().st_size != self.layout.shard_sizes[shard]:
+            self._copy_to_cache(shard, cached)
+        return cached
+
+    def _copy_to_cache(self, shard: int, cached: Path) -> None:
+        """Copy a shard into the cache directory, checking its size and SHA-256 against the manifest."""
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        # Ranks, workers and threads may copy the same shard at once: each writes its own temporary file.
+        tmp = cached.with_name(f".{cached.name}.partial-{os.getpid()}-{threading.get_ident()}")
+        digest = hashlib.sha256()
+        try:
+            with self.source.open(self.layout.shard_names[shard]) as stream, open(tmp, "wb") as out:
+                while piece := stream.read(COPY_PIECE_BYTES):
+                    out.write(piece)
+                    digest.update(piece)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise CorruptShardError(self.shard_label(shard), f"copy to {cached} failed ({exc})") from exc
+        size = tmp.stat().st_size
+        expected_sha256 = self.layout.shard_sha256[shard]
+        problem = None
+        if size != self.layout.shard_sizes[shard]:
+            problem = f"copied {size} bytes, the manifest records {self.layout.shard_sizes[shard]}"
+        elif expected_sha256 and digest.hexdigest() != expected_sha256:
+            problem = f"the copy has SHA-256 {digest.hexdigest()}, the manifest records {expected_sha256}"
+        if problem:
+            tmp.unlink()
+            raise CorruptShardError(self.shard_label(shard), problem)
+        os.replace(tmp, cached)
+        logger.info("copied %s to %s", self.shard_label(shard), cached)
+
+    def _open(self, shard: int, path: Path) -> int:
+        if shard in self._fds:
+            return self._fds[shard]
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise CorruptShardError(str(path), f"cannot open it ({exc.strerror})") from exc
+        size = os.fstat(fd).st_size
+        expected = int(self.layout.shard_sizes[shard])
+        if size != expected:
+            os.close(fd)
+            raise CorruptShardError(str(path), f"the file has {size} bytes but the manifest records {expected} "
+                                    "(truncated or replaced)")
+        if len(self._fds) >= MAX_OPEN_SHARDS:
+            os.close(self._fds.pop(next(iter(self._fds))))
+        self._fds[shard] = fd
+        return fd
+
+    def _pread_into(self, fd: int, shard: int, target: np.ndarray, offset: int) -> None:
+        if not target.flags.c_contiguous:
+            raise RuntimeError("read target must be C-contiguous, or reshape(-1) would read into a copy")
+        view = memoryview(target.reshape(-1).view(np.uint8))
+        done = 0
+        while done < len(view):
+            count = os.preadv(fd, [view[done:]], offset + done)
+            if count == 0:
+                raise CorruptShardError(self.shard_label(shard), f"unexpected end of file at byte {offset + done}")
+            done += count
+
+    def _data_offset(self, fd: int, shard: int, block: int, role: str) -> int:
+        """Return where the array bytes of one member start, after checking its tar and .npy headers."""
+        key = (block, role)
+        if key in self._data_offsets:
+            return self._data_offsets[key]
+        offset, size = self.layout.block_members[block][role]
+        name = fmt.member_name(self.layout.block_keys[block], role)
+        raw = os.pread(fd, fmt.TAR_BLOCK_BYTES + HEADER_PROBE_BYTES, offset - fmt.TAR_BLOCK_BYTES)
+        try:
+            found_name, found_size = fmt.parse_tar_header(raw[:fmt.TAR_BLOCK_BYTES])
+            dtype, shape, header_bytes = fmt.parse_npy_header(raw[fmt.TAR_BLOCK_BYTES:])
+        except (tarfile.TarError, ValueError, EOFError) as exc:
+            raise CorruptShardError(self.shard_label(shard), f"member {name} at byte {offset} has an invalid "
+                                    f"header ({exc})") from exc
+        stored_rows = shape[0] if shape else -1
+        expected_shape = role_shape(self.layout, role, stored_rows)
+        problems = []
+        if found_name != name or found_size != size:
+            problems.append(f"tar header names {found_name!r} of {found_size} bytes, expected {name!r} of {size}")
+        if dtype != role_dtype(self.layout, role) or shape != expected_shape \
+                or stored_rows < self.layout.block_rows[block]:
+            problems.append(f".npy header has {dtype} {shape}, expected {role_dtype(self.layout, role)} "
+                            f"{role_shape(self.layout, role, int(self.layout.block_rows[block]))}")
+        elif header_bytes + dtype.itemsize * int(np.prod(shape)) != size:
+            problems.append(f".npy header of {header_bytes} bytes and {shape} {dtype} data do not fill the "
+                            f"{size}-byte member")
+        if problems:
+            raise CorruptShardError(self.shard_label(shard), f"member at byte {offset}: {'; '.join(problems)}")
+        self._data_offsets[key] = offset + header_bytes
+        return offset + header_bytes
+
+    def _read_stream(self, shard: int, pieces: list, dest: dict) -> None:
+        """Stream the shard once, up to its last needed block, and copy the pieces' rows into `dest`."""
+        # Limitation: without cache_dir a shuffled epoch streams each shard once per window that needs it,
+        # reading the blocks before the needed ones again each time.
+        pieces_by_key = defaultdict(list)
+        for piece in pieces:
+            pieces_by_key[self.layout.block_keys[piece[0]]].append(piece)
+        needed = {fmt.member_name(key, role) for key in pieces_by_key for role in dest}
+        label = self.shard_label(shard)
+        try:
+            with self.source.open(self.layout.shard_names[shard]) as stream:
+                with tarfile.open(fileobj=stream, mode="r|") as archive:
+                    for member in archive:
+                        if member.name not in needed:
+                            continue
+                        key, role = member.name.split(".")[:2]
+                        data = archive.extractfile(member).read()
+                        dtype, shape, header_bytes = fmt.parse_npy_header(data[:HEADER_PROBE_BYTES])
+                        array = np.frombuffer(data, dtype=dtype, count=int(np.prod(shape)),
+                                              offset=header_bytes).reshape(shape)
+                        self._copy_rows(label, role, array, pieces_by_key[key], dest)
+                        needed.discard(member.name)
+                        if not needed:
+                            break
+        except (OSError, tarfile.TarError, EOFError, ValueError) as exc:
+            if isinstance(exc, CorruptShardError):
+                raise
+            raise CorruptShardError(label, f"reading it as a tar stream failed ({exc})") from exc
+        if needed:
+            raise CorruptShardError(label, f"members {sorted(needed)[:3]} are missing (truncated shard?)")
+
+    def _copy_rows(self, label: str, role: str, array: np.ndarray, pieces: list, dest: dict) -> None:
+        block = pieces[0][0]
+        rows = int(self.layout.block_rows[block])
+        if array.dtype != role_dtype(self.layout, role) or array.shape[0] < rows or \
+                array.shape[1:] != role_shape(self.layout, role, rows)[1:]:
+            raise CorruptShardError(label, f"member {self.layout.block_keys[block]}.{role}.npy has {array.dtype} "
+                                    f"{array.shape}, expected {role_dtype(self.layout, role)} "
+                                    f"{role_shape(self.layout, role, rows)}")
+        for _, row0, row1, dst0 in pieces:
+            dest[role][dst0:dst0 + row1 - row0] = array[row0:row1]

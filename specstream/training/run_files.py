@@ -1,0 +1,103 @@
+"""The files of one run directory: config.json, train.log, epochs.jsonl, checkpoints and result.json.
+
+Only rank 0 writes them. Every file is written atomically (temporary name, then rename) except the two
+append-only logs, and a resumed run first drops the epoch lines that its checkpoint does not cover.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from specstream.results import read_jsonl
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"  # state after the last finished epoch
+BEST_NAME = "best.pt"  # model weights of the epoch with the lowest validation loss
+CONFIG_NAME = "config.json"
+EPOCHS_NAME = "epochs.jsonl"
+LOG_NAME = "train.log"
+RESULT_NAME = "result.json"  # the results row, written when the run has finished
+PREDICTIONS_NAME = "test_predictions.npz"
+TEST_METRICS_NAME = "test_metrics.json"
+
+# Fields that may differ between a run and its resumption: they do not change what is computed.
+RESUMABLE_CHANGES = frozenset({"resume", "compile", "num_workers", "log_every", "results_csv", "out_dir", "data"})
+
+
+def write_json_atomically(path: Path, value) -> None:
+    """Write `value` as indented JSON to `path` through a temporary file in the same directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+            json.dump(value, stream, indent=1, default=str)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def check_run_directory(run_dir: Path, resume: bool) -> None:
+    """Raise ValueError when a new run would overwrite an earlier one, or a resume has nothing to resume."""
+    checkpoint = run_dir / CHECKPOINT_NAME
+    if resume and not checkpoint.is_file() and not (run_dir / RESULT_NAME).is_file():
+        raise FileNotFoundError(
+            f"--resume: no checkpoint at {checkpoint}; start the run without --resume"
+        )
+    if not resume and (checkpoint.exists() or (run_dir / RESULT_NAME).exists()):
+        raise ValueError(
+            f"run directory {run_dir} already contains a run; pass --resume to continue it, or choose another "
+            "--experiment-id or --out"
+        )
+
+
+def check_resume_compatible(saved: dict, current: dict, checkpoint: Path) -> None:
+    """Raise ValueError when a setting that changes the results differs from the checkpoint's run."""
+    changed = [
+        f"{name}: checkpoint {saved.get(name)!r}, now {value!r}"
+        for name, value in current.items()
+        if name not in RESUMABLE_CHANGES and saved.get(name) != value
+    ]
+    if changed:
+        raise ValueError(
+            f"cannot resume from {checkpoint}: settings differ from the interrupted run ({'; '.join(changed)}); "
+            "pass the original settings, or start a new run under another --experiment-id"
+        )
+
+
+def trim_epoch_log(path: Path, next_epoch: int) -> None:
+    """Drop the lines of epochs >= next_epoch (logged after the last checkpoint) before a resumed run appends."""
+    if not path.is_file():
+        return
+    records = [record for record in read_jsonl(path) if record.get("epoch", -1) < next_epoch]
+    text = "".join(json.dumps(record) + "\n" for record in records)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+        stream.write(text)
+    os.replace(temporary, path)
+
+
+def add_log_file(run_dir: Path) -> logging.Handler:
+    """Copy the package's log records to run_dir/train.log (appending); return the handler to remove later."""
+    handler = logging.FileHandler(run_dir / LOG_NAME, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package_logger = logging.getLogger("specstream")
+    handler.previous_level = package_logger.level  # restored by remove_log_file
+    package_logger.addHandler(handler)
+    if package_logger.getEffectiveLevel() > logging.INFO:
+        package_logger.setLevel(logging.INFO)  # so the file gets the INFO lines even if the console does not
+    return handler
+
+
+def remove_log_file(handler: logging.Handler) -> None:
+    """Detach and close a handler returned by add_log_file, and restore the package logger's level."""
+    package_logger = logging.getLogger("specstream")
+    package_logger.removeHandler(handler)
+    package_logger.setLevel(handler.previous_level)
+    handler.close()
