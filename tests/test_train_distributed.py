@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from specstream.checkpoint import load_checkpoint
-from specstream.models import build_model
+from specstream.training.input_norm import model_from_checkpoint
 from specstream.results import read_jsonl, read_results
 from specstream.training import TrainConfig, evaluation, train
 from specstream.training.data_setup import build_data
@@ -85,8 +85,7 @@ def test_two_processes_match_one(shards, two_process_run, tmp_path):
 def _check_gathered_metrics(shards, run_dir, row, tmp_path) -> None:
     """Check that a 2-process run's test metrics equal its best weights' metrics computed in this process."""
     best = load_checkpoint(run_dir / "best.pt")
-    model = build_model(best["model_name"], n_pixels=best["n_pixels"], n_outputs=1)
-    model.load_state_dict(best["model"])
+    model = model_from_checkpoint(best)
     model.eval()
     config = TrainConfig(data=str(shards), out_dir=tmp_path, input_mode="standardized", batch_size=16,
                          num_workers=0, data_path="resident")
