@@ -2,9 +2,9 @@
 
 `make_inputs` draws flux + noise_level * error * N(0, 1) and turns it into network inputs ("flux_only",
 "whitening", "standardized", or "noise_free" without a draw). The noise of pixel p of sample id s in an
-epoch is a pure function of (seed, epoch, s, p), built on the Threefry-2x32-20 counter-based generator, so
-it does not depend on worker count, world size, batch composition or order. `reference` holds the NumPy
-twin and `torch_twin` the torch one (same draws, to the bit, on CPU).
+epoch is a pure function of (seed, epoch, s, p), computed with the Threefry-2x32-20 counter-based generator.
+It therefore does not depend on worker count, world size, batch composition or order. `reference` contains
+the NumPy twin and `torch_twin` the torch one, with the same results to the bit (tested on CPU).
 """
 
 from .arguments import (

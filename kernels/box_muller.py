@@ -1,7 +1,7 @@
 """Two standard normals from two uint32 words (Box-Muller), in float32 arithmetic that vectorizes.
 
     u = float32(x0) * 2**-32 + 2**-33             in [2**-33, 1]
-    radius = sqrt(-2 ln u)                        at most sqrt(66 ln 2) = 6.77
+    radius = sqrt(-2 ln u)                        at most sqrt(66 ln 2) = 6.764
     angle = q * pi/2 + t, q = top 2 bits of x1, t = (next 24 bits of x1 / 2**24 - 1/2) * pi/2 in [-pi/4, pi/4)
     z0, z1 = radius * cos(angle), radius * sin(angle)
 
@@ -9,11 +9,11 @@
 vectorizing the loop, and libm results differ between libraries. Written-out float32 operations give
 bit-identical results in Numba, NumPy and torch, because the kernels compile without fastmath and so
 without fused multiply-adds or reassociation.
-ln uses ln(m) = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.172, to the s**9 term (truncation below 1e-9);
-sin and cos use their Taylor series on [-pi/4, pi/4] to the t**9 and t**10 terms (truncation below 2e-9).
+ln uses ln(m) = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.172, to the s**9 term (truncation below 1e-9).
+The sin and cos use their Taylor series on [-pi/4, pi/4] to the t**9 and t**10 terms (truncation below 2e-9).
 The rounding of float32 arithmetic (about 1e-7 relative) dominates both.
 
-Limitation: |z| never exceeds 6.77, where a true normal does with probability 1.3e-11 per draw.
+Limitation: |z| never exceeds 6.764, where a true normal does with probability 1.3e-11 per draw.
 """
 
 from __future__ import annotations

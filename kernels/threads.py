@@ -51,6 +51,7 @@ def default_num_threads() -> int:
         return int(configured)
     if _in_forked_child:
         return 1
+    # Limitation: a spawned (not forked) DataLoader worker gets every CPU here; pass num_threads=1 there.
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1

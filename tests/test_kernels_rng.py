@@ -112,7 +112,7 @@ def test_normals_tail_frequencies(many_normals):
         expected = n * 2 * stats.norm.sf(threshold)
         observed = np.count_nonzero(flat > threshold)
         assert abs(observed - expected) < 5 * np.sqrt(expected) + 1, (threshold, observed, expected)
-    assert flat.max() < 6.78  # the documented cap of the Box-Muller radius
+    assert flat.max() < 6.765  # the documented cap of the Box-Muller radius, sqrt(66 ln 2)
 
 
 def test_normals_independent_across_epochs_ids_and_pixels(many_normals):
