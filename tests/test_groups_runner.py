@@ -95,3 +95,10 @@ def test_queue_runs_and_skips_completed(tmp_path, monkeypatch):
     ids = list(read_results(results_csv)["experiment_id"])
     assert sorted(ids) == sorted([experiments[2].experiment_id, experiments[0].experiment_id])
     assert (tmp_path / "runs" / experiments[1].experiment_id / "run.log").exists()
+
+
+def test_train_command_input_norm_flag(tmp_path):
+    demo = expand(["DEMO_MLP"], GROUPS)[0]
+    reference = expand(["MLP_100k"], GROUPS)[0]
+    assert "--input-norm" in runner.train_command(demo, "d", tmp_path, tmp_path / "r.csv", [])
+    assert "--input-norm" not in runner.train_command(reference, "d", tmp_path, tmp_path / "r.csv", [])

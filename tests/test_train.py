@@ -124,9 +124,19 @@ def test_best_checkpoint_loads_into_fresh_model(finished_run):
     assert best["epoch"] == row["best_epoch"]
     assert not any(key.startswith("_orig_mod.") for key in best["model"])
     model = model_from_checkpoint(best)
-    assert isinstance(model, InputStandardizer)
+    assert not isinstance(model, InputStandardizer)  # input standardisation is off by default
     raw = build_model(best["model_name"], n_pixels=best["n_pixels"], n_outputs=len(best["targets"]))
-    raw.load_state_dict({k.removeprefix("model."): v for k, v in best["model"].items() if k not in ("mean", "std")})
+    raw.load_state_dict(best["model"])
+
+
+def test_input_norm_checkpoint_round_trip(shards, tmp_path):
+    config = make_config(shards, tmp_path, experiment_id="normed", input_norm=True, epochs=1)
+    row = train(config)
+    model = model_from_checkpoint(load_checkpoint(config.run_dir / "best.pt"))
+    assert isinstance(model, InputStandardizer)
+    assert model.std.shape == model.mean.shape
+    assert (model.std > 0).all()
+    assert np.isfinite(row["test_r2"])
 
 
 # --- resume ----------------------------------------------------------------------------------------------

@@ -57,9 +57,9 @@ class TrainConfig:
     """Scale of the drawn noise: inputs use flux + noise_level * error * N(0, 1)."""
     seed: int = 0
     """Seed of the weights, the training noise, the batch order and dropout."""
-    input_norm: bool = True
-    """Standardise each input pixel with its mean and std over the first epoch-0 training batches; off feeds
-    the raw input as the reference study did."""
+    input_norm: bool = False
+    """Standardise each input pixel with its mean and std over the first epoch-0 training batches. Off (the
+    default) feeds the raw input, as the reference study did."""
     dropout: float = 0.1
     """Dropout probability of the model's hidden layers."""
     num_workers: int = 0
