@@ -136,8 +136,8 @@ def run_bench(config: BenchConfig, command: str = "") -> dict:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     entries = []
     for experiment in experiments:
-        wanted = config.train_size or experiment.train_size or n_split
-        train_size = min(wanted, n_split)
+        requested_size = config.train_size or experiment.train_size or n_split
+        train_size = min(requested_size, n_split)
         epochs = config.epochs or experiment.epochs
         logger.info("benchmarking %s: %d training spectra, %d epochs", experiment.experiment_id, train_size, epochs)
         fast = [_fast_run(config, experiment, path, train_size, epochs, stamp) for path in config.data_paths]
@@ -147,7 +147,7 @@ def run_bench(config: BenchConfig, command: str = "") -> dict:
             entry["end_to_end_speedup"] = reference["epoch_s"] * entry["epochs_run"] / entry["wall_s"]
         entries.append({"experiment": experiment.as_dict(), "train_size": train_size, "epochs": epochs,
                         "fast": fast, "reference": reference,
-                        "requested_train_size": wanted})
+                        "requested_train_size": requested_size})
     report = {
         "command": command or " ".join(sys.argv), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "code_revision": code_revision(), "environment": environment_summary(),

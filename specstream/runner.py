@@ -108,7 +108,12 @@ def run_experiments(experiments: list[Experiment], *, data: str, out_dir: Path, 
         for experiment, process, log_file, _, _ in running.values():
             logger.warning("stopping %s", experiment.experiment_id)
             process.terminate()
-            process.wait(timeout=30)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop within 30 s of SIGTERM; killing it", experiment.experiment_id)
+                process.kill()
+                process.wait()
             log_file.close()
     return outcomes
 

@@ -78,8 +78,8 @@ def read_pandas_table(path: Path, group: h5py.Group, start: int = 0, stop: int |
     order = _decode_attr(group.attrs.get("non_index_axes", b""), f"{path}: key {group.name} attribute non_index_axes")
     frame = pd.DataFrame(columns)
     if isinstance(order, list) and order and isinstance(order[0], tuple) and len(order[0]) == 2:
-        wanted = [str(c) for c in order[0][1] if str(c) in frame.columns]
-        frame = frame[wanted + [c for c in frame.columns if c not in wanted]]
+        stored_order = [str(c) for c in order[0][1] if str(c) in frame.columns]
+        frame = frame[stored_order + [c for c in frame.columns if c not in stored_order]]
     return _decode_strings(frame)
 
 

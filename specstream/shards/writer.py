@@ -195,7 +195,7 @@ class SplitWriter:
         (flux, error), widened = self._stored(n)
         mask = None if self.mask is None else self.mask[:n]
         if self.stats is not None:
-            # The statistics describe the stored values; `widened` holds them as float32.
+            # The statistics describe the stored values, and `widened` contains them as float32.
             self.stats.update(widened[0], widened[1], mask, self.labels[:n])
         if self._handle is None:
             self._open_shard()

@@ -4,7 +4,7 @@ Raw noisy flux (of order 0.1-1 in 1e-17 erg/s/cm^2/A, scaled by a factor of abou
 and whitened flux (of order the S/N) can leave an MLP at R^2 ~ 0 for hundreds of steps. Subtracting each
 pixel's mean and dividing by its standard deviation, as Ridge does, removed that plateau for the demo's small
 MLP, but lowered mlp_3L_1024's R^2 at batch 256 on 20k stand-in spectra, so it is off unless `--input-norm`
-asks for it. The statistics come from the epoch-0 training batches of every rank (averaged across ranks), so
+turns it on. The statistics come from the epoch-0 training batches of every rank (averaged across ranks), so
 they are the same on every rank and after a resume.
 """
 
