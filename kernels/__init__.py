@@ -17,13 +17,14 @@ from .arguments import (
     WHITENING_ERROR_FLOOR,
     validate_mode,
 )
-from .inputs import draw_normals, make_inputs
+from .inputs import RowTransform, draw_normals, make_inputs
 from .reference import draw_normals_reference, make_inputs_reference
 from .threads import default_num_threads
 
 __all__ = [
     "FIXED_EPOCH",
     "INPUT_MODES",
+    "RowTransform",
     "STANDARDIZED_CLIP",
     "STANDARDIZED_STD_FLOOR",
     "STATS_KEYS",

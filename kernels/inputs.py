@@ -7,7 +7,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import numba_kernels
-from .arguments import NOISE_FREE, WHITENING, WHITENING_ERROR_FLOOR, check_epoch, check_out, check_seed, prepare_call
+from .arguments import (NOISE_FREE, WHITENING, WHITENING_ERROR_FLOOR, PreparedCall, check_epoch, check_out, check_seed,
+                        prepare_call)
 from .threads import run_in_row_blocks
 from .threefry import epoch_key
 
@@ -42,26 +43,78 @@ def make_inputs(flux, error, *, mode: str, noise_level: float = 1.0, seed: int, 
     """
     call = prepare_call(flux, error, mode=mode, noise_level=noise_level, seed=seed, epoch=epoch,
                         sample_ids=sample_ids, stats=stats, mask=mask, out=out)
-    flux_view, error_view = _kernel_view(call.flux), _kernel_view(call.error)
+    rows = np.arange(call.out.shape[0], dtype=np.int64)
+    transform = RowTransform._from_call(call)
 
-    if call.mode_code == NOISE_FREE:
-        def process_rows(start: int, stop: int) -> None:
-            mask_block = None if call.mask is None else call.mask[start:stop]
-            numba_kernels.noise_free_rows(flux_view[start:stop], error_view[start:stop], mask_block,
-                                          call.out[start:stop])
-    else:
-        floor_fraction = np.float32(WHITENING_ERROR_FLOOR if call.mode_code == WHITENING else 0.0)
-
-        def process_rows(start: int, stop: int) -> None:
-            mask_block = None if call.mask is None else call.mask[start:stop]
-            numba_kernels.noisy_inputs_rows(
-                flux_view[start:stop], error_view[start:stop], mask_block, call.sample_ids[start:stop],
-                call.epoch_k0, call.epoch_k1, call.mode_code, call.noise_level, floor_fraction,
-                call.flux_mean, call.inv_sigma, call.clip, call.out[start:stop],
-            )
+    def process_rows(start: int, stop: int) -> None:
+        mask_block = None if call.mask is None else call.mask[start:stop]
+        transform._run(call.flux[start:stop], call.error[start:stop], call.sample_ids[start:stop], call.out,
+                       rows[start:stop], mask_block)
 
     run_in_row_blocks(process_rows, call.out.shape[0], num_threads)
     return call.out
+
+
+class RowTransform:
+    """make_inputs for many calls on a few rows each, with the arguments that stay the same checked once.
+
+    The streaming loader reads a few dozen rows at a time and transforms them while they are still in the
+    CPU cache; a full make_inputs call per block would cost more in argument checks than the rows take.
+    Each call writes input row i to row out_rows[i] of `out`, so the rows land in a shuffled order without
+    a separate gather. The result equals make_inputs to the bit.
+    """
+
+    def __init__(self, *, mode: str, noise_level: float = 1.0, seed: int, epoch: int, n_pixels: int,
+                 stats: Mapping | None = None):
+        probe = np.zeros((1, n_pixels), dtype=np.float32)
+        call = prepare_call(probe, probe, mode=mode, noise_level=noise_level, seed=seed, epoch=epoch,
+                            sample_ids=np.zeros(1, dtype=np.int64), stats=stats, mask=None, out=None)
+        self._init_from(call)
+
+    @classmethod
+    def _from_call(cls, call: PreparedCall) -> RowTransform:
+        transform = cls.__new__(cls)
+        transform._init_from(call)
+        return transform
+
+    def _init_from(self, call: PreparedCall) -> None:
+        self.mode_code, self.n_pixels = call.mode_code, call.flux.shape[1]
+        self._args = (call.epoch_k0, call.epoch_k1, call.mode_code, call.noise_level,
+                      np.float32(WHITENING_ERROR_FLOOR if call.mode_code == WHITENING else 0.0),
+                      call.flux_mean, call.inv_sigma, call.clip)
+
+    def __call__(self, flux: np.ndarray, error: np.ndarray, sample_ids: np.ndarray, out: np.ndarray,
+                 out_rows: np.ndarray, mask: np.ndarray | None = None) -> None:
+        """Write the inputs of row i of flux and error to row out_rows[i] of `out`, on this thread.
+
+        flux, error: C-contiguous (rows, n_pixels) float16, float32 or float64; mask: None or a C-contiguous
+        bool, int8 or uint8 array of that shape (non-zero = bad). sample_ids, out_rows: (rows,) int64. out: C-contiguous
+        float32 (n_out, n_pixels), with every out_rows value in [0, n_out).
+        """
+        n_rows = flux.shape[0]
+        if flux.shape != (n_rows, self.n_pixels) or error.shape != flux.shape or \
+                (mask is not None and (mask.shape != flux.shape or mask.dtype.itemsize != 1
+                                       or mask.dtype.kind not in "biu")):
+            raise ValueError(f"flux, error and mask must have shape (rows, {self.n_pixels}); got {flux.shape}, "
+                             f"{error.shape}, {None if mask is None else (mask.shape, mask.dtype)}")
+        if out.dtype != np.float32 or out.ndim != 2 or out.shape[1] != self.n_pixels or \
+                not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError(f"out must be a writeable C-contiguous float32 (n_out, {self.n_pixels}) array")
+        if sample_ids.shape != (n_rows,) or out_rows.shape != (n_rows,) or sample_ids.dtype != np.int64 \
+                or out_rows.dtype != np.int64:
+            raise ValueError(f"sample_ids and out_rows must be ({n_rows},) int64")
+        if n_rows and (out_rows.min() < 0 or out_rows.max() >= out.shape[0]):
+            raise ValueError(f"out_rows must lie in [0, {out.shape[0]}), the rows of out")
+        self._run(flux, error, sample_ids, out, out_rows, None if mask is None else mask.view(np.uint8))
+
+    def _run(self, flux, error, sample_ids, out, out_rows, mask) -> None:
+        flux_view, error_view = _kernel_view(flux), _kernel_view(error)
+        if self.mode_code == NOISE_FREE:
+            numba_kernels.noise_free_rows(flux_view, error_view, mask, out, out_rows)
+        else:
+            epoch_k0, epoch_k1, mode_code, noise_level, floor_fraction, flux_mean, inv_sigma, clip = self._args
+            numba_kernels.noisy_inputs_rows(flux_view, error_view, mask, sample_ids, epoch_k0, epoch_k1, mode_code,
+                                            noise_level, floor_fraction, flux_mean, inv_sigma, clip, out, out_rows)
 
 
 def draw_normals(seed: int, epoch: int, sample_ids, n_pixels: int, *, out: np.ndarray | None = None,

@@ -6,7 +6,8 @@ them (Numba 0.68). With the GNU OpenMP layer, a forked child such as a DataLoade
 "fork() called from a process already using GNU OpenMP". The workqueue layer aborts when two Python threads
 launch parallel kernels at once.
 
-Per row, `_fill_normals` fills a buffer with the row's draws and a second loop applies the mode's transform.
+Row i of the input goes to row out_rows[i] of the output, so a caller can write a shuffled batch straight
+from rows read in storage order. Per row, `_fill_normals` fills a buffer with the row's draws and a second loop applies the mode's transform.
 `_fill_normals` is a separate compiled function, not inlined, so that it compiles once for every input
 dtype and mask type.
 Pair j of the row's draws gives pixel j its first normal and pixel j + n_pairs its second, so both loops walk
@@ -96,18 +97,20 @@ def _error_floor(flux, error, mask, i, fraction):
 
 @njit(nogil=True, cache=True, error_model="numpy")
 def noisy_inputs_rows(flux, error, mask, sample_ids, epoch_k0, epoch_k1, mode, noise_level,
-                      floor_fraction, flux_mean, inv_sigma, clip, out):
-    """Write the inputs of every row of `flux` to `out` (batch, n_pixels) float32.
+                      floor_fraction, flux_mean, inv_sigma, clip, out, out_rows):
+    """Write the inputs of row i of `flux` to row out_rows[i] of `out` (n_out, n_pixels) float32.
 
     flux, error: (batch, n_pixels) float32 or float64, or float16 viewed as uint16.
     mask: (batch, n_pixels) uint8 (non-zero = bad pixel), or None.
     sample_ids: (batch,) int64.
     mode: FLUX_ONLY, WHITENING or STANDARDIZED.
     flux_mean, inv_sigma: (n_pixels,) float32, read in mode STANDARDIZED only.
+    out_rows: (batch,) int64, each in [0, n_out); the caller checks the range (there is no bounds check here).
     """
     n_rows, n_pixels = flux.shape
     normals = np.empty(n_pixels, dtype=np.float32)
     for i in range(n_rows):
+        row = out_rows[i]
         key0, key1 = spectrum_key(sample_ids[i], epoch_k0, epoch_k1)
         _fill_normals(key0, key1, normals)
         # Whitening treats errors below the floor as bad. The other modes use floor 0, which no good pixel fails.
@@ -124,19 +127,20 @@ def noisy_inputs_rows(flux, error, mask, sample_ids, epoch_k0, epoch_k1, mode, n
             else:
                 value = noisy
             value = value if good & (value == value) else _ZERO
-            out[i, j] = min(max(value, -clip), clip)
+            out[row, j] = min(max(value, -clip), clip)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def noise_free_rows(flux, error, mask, out):
-    """Write the flux of good pixels and 0 for bad ones to `out` (batch, n_pixels) float32."""
+def noise_free_rows(flux, error, mask, out, out_rows):
+    """Write the flux of good pixels and 0 for bad ones of row i to row out_rows[i] of `out` (float32)."""
     n_rows, n_pixels = flux.shape
     for i in range(n_rows):
+        row = out_rows[i]
         for j in range(n_pixels):
             f = as_f32(flux[i, j])
             e = as_f32(error[i, j])
             good = _is_good(f, e, _is_bad(mask, i, j))
-            out[i, j] = f if good else _ZERO
+            out[row, j] = f if good else _ZERO
 
 
 @njit(nogil=True, cache=True, error_model="numpy")

@@ -321,3 +321,44 @@ def test_public_names_exported():
     for name in ("make_inputs", "draw_normals", "make_inputs_reference", "FIXED_EPOCH", "INPUT_MODES",
                  "validate_mode", "STATS_KEYS"):
         assert hasattr(kernels, name), name
+
+
+@pytest.mark.parametrize("mode", INPUT_MODES)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_row_transform_writes_rows_in_given_order(mode, dtype):
+    flux, error, ids = _batch()
+    flux, error = _with_defects(flux, error)
+    with np.errstate(over="ignore"):  # 3e38 overflows float16 on purpose
+        flux, error = flux.astype(dtype), error.astype(dtype)
+    mask = _mask(flux.shape, np.int8)
+    kwargs = dict(mode=mode, noise_level=0.8, seed=21, epoch=3, stats=_stats())
+    expected = make_inputs(flux, error, sample_ids=ids, mask=mask, **kwargs)
+    transform = kernels.RowTransform(n_pixels=N_PIXELS, **kwargs)
+    out_rows = np.random.default_rng(1).permutation(len(ids) + 5)[:len(ids)].astype(np.int64)
+    out = np.full((len(ids) + 5, N_PIXELS), -7.0, dtype=np.float32)
+    for start in range(0, len(ids), 5):  # several calls, as the loader makes them
+        stop = start + 5
+        transform(flux[start:stop], error[start:stop], ids[start:stop].astype(np.int64), out, out_rows[start:stop],
+                  mask[start:stop])
+    assert _same_bits(out[out_rows], expected)
+    untouched = np.setdiff1d(np.arange(len(out)), out_rows)
+    assert np.all(out[untouched] == -7.0)
+
+
+def test_row_transform_argument_errors():
+    transform = kernels.RowTransform(mode="flux_only", seed=0, epoch=0, n_pixels=8)
+    flux = np.ones((2, 8), np.float32)
+    ids, rows = np.arange(2, dtype=np.int64), np.arange(2, dtype=np.int64)
+    out = np.empty((2, 8), np.float32)
+    with pytest.raises(ValueError, match="out_rows must lie in \\[0, 2\\), the rows of out"):
+        transform(flux, flux, ids, out, rows + 1)
+    with pytest.raises(ValueError, match="out_rows must lie in"):
+        transform(flux, flux, ids, out, rows - 1)
+    with pytest.raises(ValueError, match="must have shape \\(rows, 8\\)"):
+        transform(np.ones((2, 9), np.float32), flux, ids, out, rows)
+    with pytest.raises(ValueError, match="out must be a writeable C-contiguous float32"):
+        transform(flux, flux, ids, out.astype(np.float64), rows)
+    with pytest.raises(ValueError, match="sample_ids and out_rows must be \\(2,\\) int64"):
+        transform(flux, flux, ids.astype(np.int32), out, rows)
+    with pytest.raises(ValueError, match="invalid input mode"):
+        kernels.RowTransform(mode="raw", seed=0, epoch=0, n_pixels=8)

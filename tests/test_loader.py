@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from specstream.data import CorruptShardError, SpectraLoader, load_split_arrays, read_manifest
+from specstream.data.blocks import BlockReader
 from specstream.data.manifest import SplitLayout, resolve_source
 from specstream.data.pipeline import WindowMemory
 from specstream.data.schedule import EpochSchedule
@@ -79,10 +80,12 @@ def test_train_order_is_shuffled(shard_dir):
     assert abs(correlation) < 0.3
 
 
-def test_labels_and_inputs_match_samples(shard_dir):
+@pytest.mark.parametrize("read_mode", ["mmap", "pread"])
+def test_labels_and_inputs_match_samples(shard_dir, read_mode):
     arrays = load_split_arrays(shard_dir, "train")
     row_of = {int(i): k for k, i in enumerate(arrays.ids)}
-    loader = SpectraLoader(shard_dir, "train", batch_size=16, targets=("log_g", "T_eff"), seed=3, **SMALL)
+    loader = SpectraLoader(shard_dir, "train", batch_size=16, targets=("log_g", "T_eff"), seed=3,
+                           read_mode=read_mode, **SMALL)
     batch = next(iter(loader))
     rows = [row_of[int(i)] for i in batch.sample_ids]
     np.testing.assert_allclose(batch.labels.numpy()[:, 0], arrays.labels["log_g"].to_numpy()[rows], rtol=1e-6)
@@ -93,10 +96,10 @@ def test_labels_and_inputs_match_samples(shard_dir):
     np.testing.assert_array_equal(batch.inputs.numpy(), expected)
 
 
-@pytest.mark.parametrize("split", ["val", "test"])
-def test_eval_order_complete_and_fixed_noise(shard_dir, split):
+@pytest.mark.parametrize("split, read_mode", [("val", "mmap"), ("test", "mmap"), ("val", "pread")])
+def test_eval_order_complete_and_fixed_noise(shard_dir, split, read_mode):
     arrays = load_split_arrays(shard_dir, split)
-    loader = SpectraLoader(shard_dir, split, batch_size=8, **SMALL)
+    loader = SpectraLoader(shard_dir, split, batch_size=8, read_mode=read_mode, **SMALL)
     batches = collect(loader)
     assert len(batches) == len(loader) == -(-len(arrays.ids) // 8)
     np.testing.assert_array_equal(ids_of(batches), arrays.ids)
@@ -216,6 +219,17 @@ def test_standardized_mode_uses_manifest_stats(shard_dir):
     np.testing.assert_array_equal(batch.inputs.numpy(), expected)
 
 
+def test_readers_share_memory_maps(shard_dir):
+    layout = SplitLayout.from_manifest(read_manifest(shard_dir), "train")
+    first, second = (BlockReader(resolve_source(shard_dir), layout, read_mode="mmap") for _ in range(2))
+    view = first.member_view(0, 0, "flux")
+    assert not view.flags.writeable
+    other = second.member_view(0, 0, "flux")
+    assert other.ctypes.data == view.ctypes.data  # one map of the file for both readers
+    first.close()
+    np.testing.assert_array_equal(view, second.member_view(0, 0, "flux"))  # still mapped for the other reader
+
+
 def test_argument_errors(shard_dir):
     with pytest.raises(ValueError, match="targets must be a non-empty tuple of label names"):
         SpectraLoader(shard_dir, "train", batch_size=8, targets=("logg",))
@@ -229,6 +243,8 @@ def test_argument_errors(shard_dir):
         SpectraLoader(shard_dir, "train", batch_size=8, on_corrupt="ignore")
     with pytest.raises(ValueError, match="invalid input mode"):
         SpectraLoader(shard_dir, "train", batch_size=8, mode="noisy")
+    with pytest.raises(ValueError, match="read_mode must be one of \\('mmap', 'pread'\\), got 'mapped'"):
+        SpectraLoader(shard_dir, "train", batch_size=8, read_mode="mapped")
 
 
 def test_manifest_errors(tmp_path, shard_dir):
@@ -269,17 +285,19 @@ def overwrite_header(path):
 @pytest.mark.parametrize("damage, message", [(truncate, "the file has .* bytes but the manifest records"),
                                              (overwrite_header, "member .*flux.npy at byte 512 has an invalid header \\(bad checksum\\)"),
                                              (lambda p: p.unlink(), "cannot open it")])
-def test_corrupt_shard_named(tmp_path, shard_dir, damage, message):
+@pytest.mark.parametrize("read_mode", ["mmap", "pread"])
+def test_corrupt_shard_named(tmp_path, shard_dir, damage, message, read_mode):
     copy, name = damaged_copy(tmp_path, shard_dir, damage)
-    loader = SpectraLoader(copy, "train", batch_size=8, shuffle=False, **SMALL)
+    loader = SpectraLoader(copy, "train", batch_size=8, shuffle=False, read_mode=read_mode, **SMALL)
     with pytest.raises(CorruptShardError, match=f"corrupt shard .*{name}: ({message})"):
         collect(loader)
 
 
-def test_corrupt_shard_skipped_in_train(tmp_path, shard_dir):
+@pytest.mark.parametrize("read_mode", ["mmap", "pread"])
+def test_corrupt_shard_skipped_in_train(tmp_path, shard_dir, read_mode):
     copy, name = damaged_copy(tmp_path, shard_dir, truncate)
     shard = read_manifest(copy)["splits"]["train"]["shards"][1]
-    loader = SpectraLoader(copy, "train", batch_size=8, on_corrupt="skip", **SMALL)
+    loader = SpectraLoader(copy, "train", batch_size=8, on_corrupt="skip", read_mode=read_mode, **SMALL)
     batches = collect(loader)
     assert len(batches) == len(loader)
     assert all(len(b["ids"]) == 8 for b in batches)
@@ -288,6 +306,22 @@ def test_corrupt_shard_skipped_in_train(tmp_path, shard_dir):
     assert not bad_ids & set(ids)
     assert 0 < loader.n_skipped <= shard["n_samples"]
     assert np.all(ids >= 0)
+
+
+@pytest.mark.parametrize("on_corrupt", ["raise", "skip"])
+def test_shard_truncated_while_mapped(tmp_path, shard_dir, on_corrupt):
+    copy, name = damaged_copy(tmp_path, shard_dir, lambda path: None)
+    loader = SpectraLoader(copy, "train", batch_size=8, on_corrupt=on_corrupt, **SMALL)
+    collect(loader)  # maps every shard of the split
+    truncate(copy / name)  # reading the lost pages through the old maps would kill the process (SIGBUS)
+    loader.set_epoch(1)
+    if on_corrupt == "raise":
+        with pytest.raises(CorruptShardError, match=f"corrupt shard .*{name}: the file now has .* bytes but the "
+                           "manifest records .* \\(truncated or rewritten while in use\\)"):
+            collect(loader)
+    else:
+        assert len(collect(loader)) == len(loader)
+        assert loader.n_skipped > 0
 
 
 def test_corrupt_shard_skipped_in_eval_is_marked(tmp_path, shard_dir):
@@ -360,13 +394,14 @@ def test_schedule_windows_tile_rank_positions(shard_dir):
     assert total == schedule.per_rank == -(-220 // 3)
 
 
-def test_float16_shards_with_mask(tmp_path):
+@pytest.mark.parametrize("read_mode", ["mmap", "pread"])
+def test_float16_shards_with_mask(tmp_path, read_mode):
     flux, error, wave = make_arrays(60, N_PIXELS, seed=5)
     mask = (np.random.default_rng(5).random((60, N_PIXELS)) < 0.2).astype(np.int8)
     path = write_survey_file(tmp_path / "masked.h5", flux, error, wave, make_labels(60, seed=5), mask)
     write_shards([path], tmp_path / "shards", ShardOptions(test_size=10, val_size=10, block_size=8, dtype="float16",
                                                            shard_size_mb=0.01, fsync=False))
-    batches = collect(SpectraLoader(tmp_path / "shards", "train", batch_size=8, seed=1, **SMALL))
+    batches = collect(SpectraLoader(tmp_path / "shards", "train", batch_size=8, seed=1, read_mode=read_mode, **SMALL))
     ids = ids_of(batches)
     inputs = np.concatenate([b["inputs"] for b in batches])
     expected = make_inputs(flux[ids].astype(np.float16), error[ids].astype(np.float16), mode="flux_only", seed=1,
@@ -417,7 +452,7 @@ def test_kept_batches_never_overwritten(shard_dir):
 
 def test_window_memory_reuses_free_outputs(shard_dir):
     layout = SplitLayout.from_manifest(read_manifest(shard_dir), "train")
-    memory = WindowMemory(layout, window_rows=16, max_buffer_sets=1, max_outputs=2)
+    memory = WindowMemory(resolve_source(shard_dir), layout, window_rows=16, max_buffer_sets=1, max_outputs=2)
     first = memory.take_output(10)
     base_id = id(first.base)  # an id, not a reference, so that the array can become free
     del first
@@ -428,6 +463,12 @@ def test_window_memory_reuses_free_outputs(shard_dir):
     buffer_set = memory.take_buffers()
     memory.give_buffers(buffer_set)
     assert memory.take_buffers() is buffer_set
+    other = memory.take_buffers()  # a second thread's set: not kept beyond max_buffer_sets, its reader closed
+    other.reader.member_view(0, 0, "flux")
+    memory.give_buffers(buffer_set)
+    memory.give_buffers(other)
+    assert memory.take_buffers() is buffer_set
+    assert not other.reader._maps and not other.reader._fds
 
 
 @pytest.mark.gpu
@@ -444,7 +485,8 @@ def test_pinned_batches_copy_to_gpu(shard_dir, num_workers):
 
 
 def test_stalled_source_times_out(shard_dir):
-    loader = SpectraLoader(f"pipe:cat {shard_dir}/{{name}}", "val", batch_size=8, timeout_s=1)
-    loader.source = resolve_source(f"pipe:sleep 3; cat {shard_dir}/{{name}}")  # shards now arrive late
+    # The manifest arrives at once, the shards 3 s late.
+    source = f"pipe:case {{name}} in *.tar) sleep 3;; esac; cat {shard_dir}/{{name}}"
+    loader = SpectraLoader(source, "val", batch_size=8, timeout_s=1)
     with pytest.raises(TimeoutError, match="a window of 'val' was not built within 1.0 s"):
         collect(loader)

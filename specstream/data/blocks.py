@@ -1,9 +1,10 @@
-"""Read rows of blocks out of shards: positioned reads for local files, tar streaming for URLs.
+"""Read rows of blocks out of shards: memory maps or positioned reads for local files, tar streaming for URLs.
 
 A piece is `(block, row0, row1, dst0)`: rows [row0, row1) of block `block` of a split go to rows
 [dst0, dst0 + row1 - row0) of the destination arrays. Local shards are read with os.preadv straight into the
-destination, at the member offsets that the manifest records. Each member's tar and .npy headers are checked
-against the manifest before its first use. Stream sources (pipe:, http) are read member by member with tarfile, one
+destination, at the member offsets that the manifest records, or seen through a read-only memory map as
+NumPy arrays (`member_view`), which skips the copy out of the page cache. Each member's tar and .npy headers
+are checked against the manifest before its first use. Stream sources (pipe:, http) are read member by member with tarfile, one
 pass per shard and call, or copied once into a local cache directory.
 """
 
@@ -11,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
 import os
 import tarfile
 import threading
+import weakref
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,9 +27,28 @@ from specstream.shards import format as fmt
 
 logger = logging.getLogger(__name__)
 
-MAX_OPEN_SHARDS = 64  # file descriptors kept open per reader
+MAX_OPEN_SHARDS = 64  # file descriptors (and memory maps) kept open per reader
+READ_MODES = ("mmap", "pread")  # how local shards are read by the loader; see SpectraLoader
 HEADER_PROBE_BYTES = 4096  # bytes read to parse a .npy header
 COPY_PIECE_BYTES = 16 << 20
+
+
+# Memory maps shared by the readers of a process, keyed by file identity, so that the building threads
+# fault each page of a shard into the page tables once. A map is unmapped when its last user drops it.
+_shared_maps: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_shared_maps_lock = threading.Lock()
+
+
+def _shared_map(fd: int) -> mmap.mmap:
+    """Return a read-only memory map of the whole file `fd`, shared with other readers of the same file."""
+    stat = os.fstat(fd)
+    key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    with _shared_maps_lock:
+        mapped = _shared_maps.get(key)
+        if mapped is None:
+            mapped = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+            _shared_maps[key] = mapped
+        return mapped
 
 
 class CorruptShardError(ValueError):
@@ -58,21 +80,30 @@ def roles(layout: SplitLayout) -> tuple:
     return tuple(role for role in fmt.ROLES if role != "mask" or layout.has_mask)
 
 
-def allocate(layout: SplitLayout, n_rows: int) -> dict:
-    """Return empty destination arrays for `n_rows` samples, one per member role."""
-    return {role: np.empty(role_shape(layout, role, n_rows), dtype=role_dtype(layout, role)) for role in roles(layout)}
+def allocate(layout: SplitLayout, n_rows: int, among: tuple | None = None) -> dict:
+    """Return empty destination arrays for `n_rows` samples, one per member role (of `among` when given)."""
+    return {role: np.empty(role_shape(layout, role, n_rows), dtype=role_dtype(layout, role))
+            for role in roles(layout) if among is None or role in among}
 
 
 class BlockReader:
     """Read pieces of one split's blocks; see the module docstring."""
 
-    def __init__(self, source: ShardSource, layout: SplitLayout, cache_dir: str | Path | None = None):
-        self.source, self.layout = source, layout
+    def __init__(self, source: ShardSource, layout: SplitLayout, cache_dir: str | Path | None = None,
+                 read_mode: str = "pread"):
+        if read_mode not in READ_MODES:
+            raise ValueError(f"read_mode must be one of {READ_MODES}, got {read_mode!r}")
+        self.source, self.layout, self.read_mode = source, layout, read_mode
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._fds: dict[int, int] = {}
         self._data_offsets: dict[tuple[int, str], int] = {}
+        self._maps: dict[int, mmap.mmap] = {}
+        self._views: dict[tuple[int, str], np.ndarray] = {}
 
     def close(self) -> None:
+        self._views.clear()
+        for shard in list(self._maps):
+            self._unmap(shard)
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
@@ -88,7 +119,7 @@ class BlockReader:
 
         Only the roles present in `dest` are read, so a caller may leave out the mask, for instance.
         """
-        path = self._local_file(shard)
+        path = self.local_file(shard)
         if path is None:
             self._read_stream(shard, pieces, dest)
             return
@@ -100,7 +131,8 @@ class BlockReader:
                 offset = self._data_offset(fd, shard, block, role) + row0 * row_bytes
                 self._pread_into(fd, shard, target, offset)
 
-    def _local_file(self, shard: int) -> Path | None:
+    def local_file(self, shard: int) -> Path | None:
+        """Return the shard's local file (a cached copy, made now if needed), or None for a streamed shard."""
         name = self.layout.shard_names[shard]
         path = self.source.local_path(name)
         if path is not None or self.cache_dir is None:
@@ -151,9 +183,52 @@ class BlockReader:
             raise CorruptShardError(str(path), f"the file has {size} bytes but the manifest records {expected} "
                                     "(truncated or replaced)")
         if len(self._fds) >= MAX_OPEN_SHARDS:
-            os.close(self._fds.pop(next(iter(self._fds))))
+            oldest = next(iter(self._fds))
+            self._unmap(oldest)
+            os.close(self._fds.pop(oldest))
         self._fds[shard] = fd
         return fd
+
+    def check_size(self, shard: int) -> None:
+        """Raise CorruptShardError if an open local shard no longer has its manifest size.
+
+        A memory-mapped file that shrinks kills the process with SIGBUS on the next access to the lost
+        pages; checking before each use narrows that to a file truncated in the middle of one window.
+        """
+        if shard in self._fds:
+            size, expected = os.fstat(self._fds[shard]).st_size, int(self.layout.shard_sizes[shard])
+            if size != expected:
+                raise CorruptShardError(self.shard_label(shard), f"the file now has {size} bytes but the manifest "
+                                        f"records {expected} (truncated or rewritten while in use)")
+
+    def member_view(self, shard: int, block: int, role: str) -> np.ndarray:
+        """Return all rows of one member of a block in a local shard, as a read-only memory-mapped array.
+
+        The view stays valid until close(), or until more than MAX_OPEN_SHARDS shards have been opened.
+        """
+        key = (block, role)
+        view = self._views.get(key)
+        if view is not None:
+            return view
+        path = self.local_file(shard)
+        if path is None:
+            raise ValueError(f"{self.shard_label(shard)} is not a local file; read it with read_shard")
+        fd = self._open(shard, path)
+        offset = self._data_offset(fd, shard, block, role)
+        if shard not in self._maps:
+            self._maps[shard] = _shared_map(fd)
+        rows = int(self.layout.block_rows[block])
+        shape = role_shape(self.layout, role, rows)
+        view = np.frombuffer(self._maps[shard], dtype=role_dtype(self.layout, role),
+                             count=int(np.prod(shape, dtype=np.int64)), offset=offset).reshape(shape)
+        self._views[key] = view
+        return view
+
+    def _unmap(self, shard: int) -> None:
+        """Drop this reader's map of a shard and its views; the file is unmapped once no one else uses it."""
+        if self._maps.pop(shard, None) is not None:
+            for key in [key for key in self._views if int(self.layout.block_shard[key[0]]) == shard]:
+                del self._views[key]
 
     def _pread_into(self, fd: int, shard: int, target: np.ndarray, offset: int) -> None:
         if not target.flags.c_contiguous:

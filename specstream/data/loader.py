@@ -20,6 +20,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from specstream.data.blocks import READ_MODES
 from specstream.data.manifest import ShardSource, SplitLayout, read_manifest, resolve_source, stats_arrays
 from specstream.data.pipeline import WindowMemory, default_num_threads, iter_windows
 from specstream.data.schedule import EpochSchedule
@@ -36,11 +37,11 @@ class _WindowDataset(IterableDataset):
     """Yields this rank's windows from `start_window` on, split across DataLoader worker processes."""
 
     def __init__(self, source: ShardSource, schedule: EpochSchedule, transform: TransformSpec, *, start_window: int,
-                 num_threads: int, prefetch: int, on_corrupt: str, cache_dir: Path | None):
+                 num_threads: int, prefetch: int, on_corrupt: str, cache_dir: Path | None, read_mode: str):
         super().__init__()
         self.source, self.schedule, self.transform = source, schedule, transform
         self.start_window, self.num_threads, self.prefetch = start_window, num_threads, prefetch
-        self.on_corrupt, self.cache_dir = on_corrupt, cache_dir
+        self.on_corrupt, self.cache_dir, self.read_mode = on_corrupt, cache_dir, read_mode
 
     def __iter__(self) -> Iterator[WindowItem]:
         info = get_worker_info()
@@ -48,7 +49,8 @@ class _WindowDataset(IterableDataset):
         windows = range(self.start_window + worker, self.schedule.n_windows, num_workers)
         return iter_windows(self.source, self.schedule, self.transform, windows=windows,
                             num_threads=self.num_threads, prefetch=self.prefetch, on_corrupt=self.on_corrupt,
-                            cache_dir=self.cache_dir, memory="shared" if info is not None else "plain")
+                            cache_dir=self.cache_dir, memory="shared" if info is not None else "plain",
+                            read_mode=self.read_mode)
 
 
 class SpectraLoader:
@@ -71,9 +73,9 @@ class SpectraLoader:
             id -1) in val and test. `n_skipped` counts them.
         shuffle: default True for the training split only.
         shuffle_window: samples shuffled together, rounded up to a multiple of batch_size. It sets the
-            memory: each building thread keeps shuffle_window * n_pixels * (2 * itemsize + 4) bytes of read
-            buffers, and each output window in flight takes shuffle_window * n_pixels * 4 bytes. With the
-            defaults and float32 shards that is 384 MiB per thread and 128 MiB per window in flight.
+            memory: each output window in flight takes shuffle_window * n_pixels * 4 bytes (128 MiB with the
+            defaults). Streamed shards without cache_dir add shuffle_window * n_pixels * 2 * itemsize bytes
+            of read buffers per building thread; local shards need only a few MiB.
         unit_rows: consecutive samples kept together when the split is permuted.
         max_samples: use only the first max_samples samples of the split (ascending sample id).
         noise_seed: seed of the noise draw; default `seed`.
@@ -85,6 +87,10 @@ class SpectraLoader:
         multiprocessing_context: start method of the worker processes ("fork", "spawn", "forkserver");
             None uses the process default. Workers start anew every epoch, and spawned workers import
             torch first, so "fork" starts fastest where it is safe (the workers never touch CUDA).
+        read_mode: how local shard files are read. "mmap" (default) lets the kernels read them through
+            read-only memory maps, with no copy out of the page cache. "pread" copies a few rows at a time
+            into a buffer; use it where mapping files is unwise, such as a shared file system that may fail
+            (a failed read of a mapped page kills the process with SIGBUS instead of raising an error).
 
     Padding: without drop_last each rank gets ceil(N / world_size) samples. The training split wraps around
     (repeats samples from the start of the epoch's order); val and test append padding rows with sample id
@@ -98,7 +104,7 @@ class SpectraLoader:
                  on_corrupt: str = "raise", shuffle: bool | None = None, shuffle_window: int = 8192,
                  unit_rows: int = 32, max_samples: int | None = None, noise_seed: int | None = None,
                  cache_dir: str | Path | None = None, num_threads: int | None = None, prefetch_factor: int = 2,
-                 timeout_s: float = 0.0, multiprocessing_context: str | None = None):
+                 timeout_s: float = 0.0, multiprocessing_context: str | None = None, read_mode: str = "mmap"):
         _check_int("batch_size", batch_size, 1)
         _check_int("world_size", world_size, 1)
         _check_int("num_workers", num_workers, 0)
@@ -112,6 +118,8 @@ class SpectraLoader:
             raise ValueError(f"rank must be an integer in [0, world_size={world_size}), got {rank!r}")
         if on_corrupt not in ON_CORRUPT_CHOICES:
             raise ValueError(f"on_corrupt must be one of {ON_CORRUPT_CHOICES}, got {on_corrupt!r}")
+        if read_mode not in READ_MODES:
+            raise ValueError(f"read_mode must be one of {READ_MODES}, got {read_mode!r}")
         validate_mode(mode)
         self.source = resolve_source(source)
         self.manifest = read_manifest(self.source)
@@ -130,6 +138,7 @@ class SpectraLoader:
         self.num_threads, self.prefetch_factor, self.timeout_s = num_threads, prefetch_factor, float(timeout_s)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.multiprocessing_context = multiprocessing_context
+        self.read_mode = read_mode
         if self.source.local_dir is None and self.cache_dir is None and self.shuffle:
             logger.warning("%s is not local and has no cache_dir: each window streams its shards from the start "
                            "up to the blocks it needs; pass cache_dir to copy each shard once", self.source)
@@ -137,16 +146,16 @@ class SpectraLoader:
                                     noise_seed=seed if noise_seed is None else noise_seed,
                                     stats=stats_arrays(self.manifest) if mode == "standardized" else None,
                                     target_columns=tuple(self.layout.label_names.index(t) for t in targets),
-                                    label_names=tuple(self.layout.label_names),
-                                    kernel_threads=1 if num_threads > 1 else None)
+                                    label_names=tuple(self.layout.label_names))
         self.epoch = 0
         self.n_skipped = 0  # samples of corrupt shards replaced or marked, counted as batches arrive
         self._batches_done = 0
         self._resume_at: int | None = None
         self._schedule = self._make_schedule()  # validates the sizes now, not at the first iteration
         # In-process windows reuse this memory across epochs: queued windows, one being cut, one still held.
-        self._window_memory = WindowMemory(self.layout, self.window_rows, num_threads,
-                                           num_threads * prefetch_factor + 2)
+        self._window_memory = WindowMemory(self.source, self.layout, self.window_rows, max_buffer_sets=num_threads,
+                                           max_outputs=num_threads * prefetch_factor + 2, cache_dir=self.cache_dir,
+                                           read_mode=read_mode)
 
     def _make_schedule(self) -> EpochSchedule:
         return EpochSchedule(layout=self.layout, batch_size=self.batch_size, rank=self.rank,
@@ -206,13 +215,13 @@ class SpectraLoader:
             loader = iter_windows(self.source, schedule, transform,
                                   windows=range(first_window, schedule.n_windows), num_threads=self.num_threads,
                                   prefetch=prefetch, on_corrupt=self.on_corrupt, cache_dir=self.cache_dir,
-                                  memory="pinned" if self.pin_memory else "plain", timeout_s=self.timeout_s,
-                                  window_memory=self._window_memory)
+                                  memory="pinned" if self.pin_memory else "plain", read_mode=self.read_mode,
+                                  timeout_s=self.timeout_s, window_memory=self._window_memory)
         else:
             dataset = _WindowDataset(self.source, schedule, transform, start_window=first_window,
                                      num_threads=self.num_threads, prefetch=self.num_threads,
-                                     on_corrupt=self.on_corrupt,
-                                     cache_dir=self.cache_dir)
+                                     on_corrupt=self.on_corrupt, cache_dir=self.cache_dir,
+                                     read_mode=self.read_mode)
             loader = DataLoader(dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
                                 prefetch_factor=self.prefetch_factor, timeout=self.timeout_s,
                                 persistent_workers=False, multiprocessing_context=self.multiprocessing_context)

@@ -1,8 +1,9 @@
 """Turn one scheduled window into tensors: read its pieces, handle corrupt shards, apply the input transform.
 
-This runs in DataLoader workers, or on the threads of the main process with num_workers=0. All work is
-vectorised over rows: one read per piece and member, then one `make_inputs` call and one gather per window,
-with no Python work per sample.
+This runs in DataLoader workers, or on the threads of the main process with num_workers=0. The pixels of
+local shards are read CHUNK_ROWS rows at a time and transformed by the kernels while still in the CPU cache,
+straight into their shuffled rows of the output, so each window's pixels pass through main memory once.
+The Python work is per chunk of rows, never per sample.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from specstream.data.blocks import BlockReader, CorruptShardError
+from specstream.data.blocks import BlockReader, CorruptShardError, allocate
 from specstream.data.schedule import Window
-from specstream.kernels import FIXED_EPOCH, make_inputs
+from specstream.kernels import FIXED_EPOCH, RowTransform
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,6 @@ class TransformSpec:
     stats: dict | None  # per-pixel training statistics, for the "standardized" mode
     target_columns: tuple  # indices of the target labels among the manifest's label_names
     label_names: tuple
-    kernel_threads: int | None = None  # threads of one make_inputs call; None: the kernels' default
 
 
 def fixed_or_training_epoch(shuffle_split: bool, epoch: int) -> int:
@@ -87,8 +87,84 @@ def _empty_output(shape: tuple, dtype: torch.dtype, memory: str) -> torch.Tensor
     return torch.from_numpy(np.empty(shape, dtype=NUMPY_DTYPES[dtype]))
 
 
-def _read_pieces(reader: BlockReader, window: Window, buffers: dict, on_corrupt: str) -> np.ndarray:
-    """Read the window's pieces into `buffers`; return a bool (n_rows,) of rows that could not be read."""
+CHUNK_ROWS = 32  # rows read and transformed together: 1 MiB of float32 flux and error, about one core's L2 cache
+SMALL_ROLES = ("labels", "ids")  # members read for the whole window at once
+PIXEL_ROLES = ("flux", "error", "mask")  # members read CHUNK_ROWS rows at a time from local files
+
+
+class ReadBuffers:
+    """A reader and its reusable read buffers, used by one building thread at a time.
+
+    `small` holds the labels and ids of a whole window. `chunk` holds the pixel members of CHUNK_ROWS rows,
+    the only pixel memory that local shards need. `whole` holds the pixel members of a whole window and is
+    allocated on first use, by shards without a local file (streamed sources without cache_dir).
+    """
+
+    def __init__(self, reader: BlockReader, window_rows: int):
+        self.reader, self.layout, self.window_rows = reader, reader.layout, window_rows
+        layout = reader.layout
+        self.small = allocate(layout, window_rows, SMALL_ROLES)
+        self.chunk = allocate(layout, CHUNK_ROWS, PIXEL_ROLES)
+        self._whole: dict | None = None
+
+    @property
+    def whole(self) -> dict:
+        if self._whole is None:
+            self._whole = allocate(self.layout, self.window_rows, PIXEL_ROLES)
+        return self._whole
+
+
+def make_row_transform(transform: TransformSpec, n_pixels: int) -> RowTransform:
+    """Return the kernels' RowTransform for a TransformSpec."""
+    return RowTransform(mode=transform.mode, noise_level=transform.noise_level, seed=transform.noise_seed,
+                        epoch=transform.epoch, n_pixels=n_pixels, stats=transform.stats)
+
+
+def _transform_rows(row_transform: RowTransform, pixels: dict, start: int, stop: int, ids: np.ndarray,
+                    out: np.ndarray, out_rows: np.ndarray) -> None:
+    """Transform rows [start, stop) of the `pixels` arrays into rows out_rows of `out`."""
+    mask = pixels.get("mask")
+    row_transform(pixels["flux"][start:stop], pixels["error"][start:stop], ids, out, out_rows,
+                  None if mask is None else mask[start:stop])
+
+
+def _read_shard_rows(reader: BlockReader, shard: int, pieces: list, buffers: ReadBuffers, labels: np.ndarray,
+                     ids: np.ndarray, row_transform: RowTransform, out: np.ndarray, out_row: np.ndarray) -> None:
+    """Read one shard's pieces: labels and ids into window rows, inputs into out[out_row[window row]].
+
+    With read_mode "mmap" the kernels read local files through memory maps, with no copy. With "pread"
+    they are read CHUNK_ROWS rows at a time, each chunk transformed while it is still in cache. Streamed
+    shards are read whole, in one pass per shard, then transformed.
+    """
+    if reader.local_file(shard) is None:
+        whole = buffers.whole
+        reader.read_shard(shard, pieces, {**whole, "labels": labels, "ids": ids})
+        for _, row0, row1, dst0 in pieces:
+            stop = dst0 + row1 - row0
+            _transform_rows(row_transform, whole, dst0, stop, ids[dst0:stop], out, out_row[dst0:stop])
+        return
+    if reader.read_mode == "mmap":
+        reader.check_size(shard)
+        for block, row0, row1, dst0 in pieces:
+            stop = dst0 + row1 - row0
+            labels[dst0:stop] = reader.member_view(shard, block, "labels")[row0:row1]
+            ids[dst0:stop] = reader.member_view(shard, block, "ids")[row0:row1]
+            pixels = {role: reader.member_view(shard, block, role)[row0:row1] for role in buffers.chunk}
+            _transform_rows(row_transform, pixels, 0, row1 - row0, ids[dst0:stop], out, out_row[dst0:stop])
+        return
+    reader.read_shard(shard, pieces, {"labels": labels, "ids": ids})
+    for block, row0, row1, dst0 in pieces:
+        for first in range(row0, row1, CHUNK_ROWS):
+            n = min(row1, first + CHUNK_ROWS) - first
+            chunk = {role: array[:n] for role, array in buffers.chunk.items()}
+            reader.read_shard(shard, [(block, first, first + n, 0)], chunk)
+            dst = dst0 + first - row0
+            _transform_rows(row_transform, chunk, 0, n, ids[dst:dst + n], out, out_row[dst:dst + n])
+
+
+def _read_window(reader: BlockReader, window: Window, buffers: ReadBuffers, labels: np.ndarray, ids: np.ndarray,
+                 row_transform: RowTransform, out: np.ndarray, out_row: np.ndarray, on_corrupt: str) -> np.ndarray:
+    """Read and transform the window's pieces; return a bool (n_rows,) of rows that could not be read."""
     unreadable = np.zeros(window.n_rows, dtype=bool)
     unreadable[window.n_rows - window.n_padding:] = True
     by_shard: dict[int, list] = {}
@@ -96,7 +172,7 @@ def _read_pieces(reader: BlockReader, window: Window, buffers: dict, on_corrupt:
         by_shard.setdefault(int(reader.layout.block_shard[piece[0]]), []).append(piece)
     for shard, pieces in by_shard.items():
         try:
-            reader.read_shard(shard, pieces, buffers)
+            _read_shard_rows(reader, shard, pieces, buffers, labels, ids, row_transform, out, out_row)
         except CorruptShardError as exc:
             if on_corrupt == "raise":
                 raise
@@ -106,76 +182,62 @@ def _read_pieces(reader: BlockReader, window: Window, buffers: dict, on_corrupt:
     return unreadable
 
 
-def _fill_unreadable(buffers: dict, unreadable: np.ndarray, padding_rows: np.ndarray, replace: bool) -> None:
-    """Replace unreadable rows by readable ones (`replace`), or blank them as padding with id -1."""
+def _fill_unreadable(out: np.ndarray, out_row: np.ndarray, labels: np.ndarray, ids: np.ndarray,
+                     unreadable: np.ndarray, padding_rows: np.ndarray, replace: bool) -> None:
+    """Replace unreadable rows by readable ones (`replace`), or blank them as padding with id -1.
+
+    A replacement copies another row's inputs, labels and id; since the noise is a function of the sample
+    id, that equals reading the other sample twice.
+    """
     bad = np.flatnonzero(unreadable & ~padding_rows)
     if replace and len(bad):
         good = np.flatnonzero(~unreadable)
         if not len(good):
             raise CorruptShardError("(every shard of one window)", "no sample of the window could be read")
         source = good[np.arange(len(bad)) % len(good)]
-        for array in buffers.values():
-            array[bad] = array[source]
+        out[out_row[bad]] = out[out_row[source]]
+        labels[bad] = labels[source]
+        ids[bad] = ids[source]
         unreadable = unreadable & padding_rows
     blank = np.flatnonzero(unreadable)
     if len(blank):
-        buffers["flux"][blank] = 0
-        buffers["error"][blank] = 1
-        if "mask" in buffers:
-            buffers["mask"][blank] = 1
-        buffers["labels"][blank] = np.nan
-        buffers["ids"][blank] = -1
+        out[out_row[blank]] = 0.0
+        labels[blank] = np.nan
+        ids[blank] = -1
 
 
-def _transform(buffers: dict, order: np.ndarray | None, transform: TransformSpec, scratch: np.ndarray,
-               out: np.ndarray) -> None:
-    """Write the inputs of the window's rows, in `order` (None keeps stored order), to `out` (n_rows, n_pixels).
-
-    The kernels run over the rows in stored order, into `scratch` when a gather follows. Gathering the
-    float32 output moves half the bytes of gathering float32 flux and error.
-    """
-    target = out if order is None else scratch[:len(out)]
-    make_inputs(buffers["flux"], buffers["error"], mode=transform.mode, noise_level=transform.noise_level,
-                seed=transform.noise_seed, epoch=transform.epoch, sample_ids=np.maximum(buffers["ids"], 0),
-                stats=transform.stats, mask=buffers.get("mask"), out=target, num_threads=transform.kernel_threads)
-    if order is not None:
-        # mode="clip" lets np.take write straight into `out`; the indices are valid anyway.
-        np.take(target, order, axis=0, out=out, mode="clip")
-
-
-def build_window(reader: BlockReader, window: Window, transform: TransformSpec, *, buffers: dict,
-                 scratch: np.ndarray, on_corrupt: str, replace_unreadable: bool, memory: str,
+def build_window(window: Window, row_transform: RowTransform, transform: TransformSpec, *, buffers: ReadBuffers,
+                 on_corrupt: str, replace_unreadable: bool, memory: str,
                  inputs_array: np.ndarray | None = None) -> WindowItem:
     """Read, transform and order one window.
 
-    `buffers` (role -> array) and `scratch` (float32, n_pixels columns) are reusable arrays of at least
-    n_rows rows.
+    Window row r (storage order) becomes output row out_row[r], where out_row inverts `window.order`, so
+    every row is written once, in its final place.
     `memory` is where the output tensors go: "shared", "pinned" or "plain" (see _empty_output).
     `inputs_array`, a float32 (n_rows, n_pixels) array, receives the inputs in place of a new tensor.
     """
-    buffers = {role: array[:window.n_rows] for role, array in buffers.items()}
-    unreadable = _read_pieces(reader, window, buffers, on_corrupt)
-    padding_rows = np.zeros(window.n_rows, dtype=bool)
-    padding_rows[window.n_rows - window.n_padding:] = True
-    n_skipped = int(np.count_nonzero(unreadable & ~padding_rows))
-    _fill_unreadable(buffers, unreadable, padding_rows, replace_unreadable)
-
-    order = window.order
-    ids = buffers["ids"] if order is None else buffers["ids"][order]
+    reader, n_rows = buffers.reader, window.n_rows
+    labels, ids = buffers.small["labels"][:n_rows], buffers.small["ids"][:n_rows]
     if inputs_array is not None:
         inputs = torch.from_numpy(inputs_array)
     else:
-        inputs = _empty_output((window.n_rows, reader.layout.n_pixels), torch.float32, memory)
-    _transform(buffers, order, transform, scratch, inputs.numpy())
-    padding = ids < 0
-    if padding.any():
-        inputs.numpy()[padding] = 0.0
+        inputs = _empty_output((n_rows, reader.layout.n_pixels), torch.float32, memory)
+    out = inputs.numpy()
+    order = window.order
+    out_row = np.arange(n_rows, dtype=np.int64)
+    if order is not None:
+        out_row[order] = out_row.copy()
+    unreadable = _read_window(reader, window, buffers, labels, ids, row_transform, out, out_row, on_corrupt)
+    padding_rows = np.zeros(n_rows, dtype=bool)
+    padding_rows[n_rows - window.n_padding:] = True
+    n_skipped = int(np.count_nonzero(unreadable & ~padding_rows))
+    _fill_unreadable(out, out_row, labels, ids, unreadable, padding_rows, replace_unreadable)
 
-    labels = _empty_output(buffers["labels"].shape, torch.float32, memory)  # (n_rows, n_labels)
-    labels.numpy()[:] = buffers["labels"] if order is None else buffers["labels"][order]
-    targets = _empty_output((window.n_rows, len(transform.target_columns)), torch.float32, memory)
-    targets.numpy()[:] = labels.numpy()[:, list(transform.target_columns)]
-    extra = {name: labels[:, column] for column, name in enumerate(transform.label_names)}
-    sample_ids = _empty_output((window.n_rows,), torch.int64, memory)
-    sample_ids.numpy()[:] = ids
+    labels_out = _empty_output(labels.shape, torch.float32, memory)  # (n_rows, n_labels)
+    labels_out.numpy()[:] = labels if order is None else labels[order]
+    targets = _empty_output((n_rows, len(transform.target_columns)), torch.float32, memory)
+    targets.numpy()[:] = labels_out.numpy()[:, list(transform.target_columns)]
+    extra = {name: labels_out[:, column] for column, name in enumerate(transform.label_names)}
+    sample_ids = _empty_output((n_rows,), torch.int64, memory)
+    sample_ids.numpy()[:] = ids if order is None else ids[order]
     return WindowItem(Batch(inputs, targets, sample_ids, extra), window.index, n_skipped)
