@@ -4,19 +4,25 @@ In one run on the same stand-in spectra:
 (a) reference: a map-style torch Dataset reading one spectrum at a time from HDF5 with h5py, NumPy noise,
     and a shuffling torch DataLoader (`specstream.reference_path`);
 (b) specstream: SpectraLoader over the training split of the shards of the same file, same noise
-    (flux + error * N(0, 1), mode "flux_only"), same batch size, and also without noise ("noise_free")
-    to show the loader apart from the noise kernel;
+    (flux + error * N(0, 1), mode "flux_only"), same batch size; also with whitening, without noise
+    ("noise_free", the loader apart from the noise kernel), with positioned reads instead of memory maps,
+    and with worker processes;
 (c) ceiling: the page-cache read rate of the training shards (16 MiB reads of files already in the page
     cache, the faster of one thread and one thread per CPU), converted to spectra/s with the shards'
-    bytes per sample.
+    bytes per sample. The loader reads local shards through memory maps, without the copy that this read
+    makes, so a loader that draws no noise can pass the ceiling;
+(d) the noise kernel alone: kernels.RowTransform in mode "flux_only" on rows already in memory, written in
+    shuffled order, on one thread per CPU. No loader that draws the noise on the CPU can beat it.
 It also times `specstream shard` on the file and measures how well the loader mixes the split (see
 `mixing`). Run from the repository root:
 
     python benchmarks/bench_loader.py                   # saves benchmarks/results/loader.{json,md}
     python benchmarks/bench_loader.py --n-spectra 8192  # quick run
 
-Every figure is spectra per second after a warm-up pass (worker start-up, Numba compilation and the page
-cache warmed). Other processes on the machine lower every figure; the load average is saved with them.
+Loader figures are the median spectra per second over timed epochs, after WARMUP_EPOCHS epochs that compile
+the kernels, warm the page cache, build the page tables of the memory maps and allocate the reusable output
+windows; the first (cold) epoch's rate is reported as well. Other processes on the machine lower every
+figure; the load average is saved with them.
 """
 
 from __future__ import annotations
@@ -39,21 +45,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _kernels_report import environment, save_report  # noqa: E402
 from bench_shard import make_input, measure_shard  # noqa: E402
 
-from specstream.data import SpectraLoader, read_manifest  # noqa: E402
+from specstream.data import SpectraLoader, load_split_arrays, read_manifest  # noqa: E402
 from specstream.data.manifest import SplitLayout  # noqa: E402
 from specstream.data.schedule import EpochSchedule  # noqa: E402
+from specstream.kernels import RowTransform  # noqa: E402
 from specstream.reference_path import reference_loader  # noqa: E402
 from specstream.shards import ShardOptions  # noqa: E402
 
 logger = logging.getLogger("bench_loader")
 
 READ_BYTES = 16 << 20
+WARMUP_EPOCHS = 2
+FLUX_ONLY_ROW = "flux_only, threads (num_workers=0)"
 SPECSTREAM_CONFIGS = {  # name -> SpectraLoader keyword arguments
-    "flux_only, threads (num_workers=0)": {"mode": "flux_only", "num_workers": 0},
+    FLUX_ONLY_ROW: {"mode": "flux_only", "num_workers": 0},
+    "whitening, threads": {"mode": "whitening", "num_workers": 0},
+    "noise_free, threads": {"mode": "noise_free", "num_workers": 0},
+    "flux_only, threads, read_mode='pread'": {"mode": "flux_only", "num_workers": 0, "read_mode": "pread"},
+    "noise_free, threads, read_mode='pread'": {"mode": "noise_free", "num_workers": 0, "read_mode": "pread"},
     "flux_only, 2 worker processes (fork)": {"mode": "flux_only", "num_workers": 2,
                                              "multiprocessing_context": "fork"},
-    "noise_free, threads (num_workers=0)": {"mode": "noise_free", "num_workers": 0},
 }
+KERNEL_ROWS = 8192  # rows of the in-memory kernel measurement
+KERNEL_CALL_ROWS = 32  # rows per RowTransform call, as the loader makes them
 
 
 def _read_pieces(pieces: list[tuple[Path, int]]) -> int:
@@ -83,18 +97,47 @@ def page_cache_rate(paths: list[Path], repeats: int, n_threads: int) -> float:
 
 
 def time_specstream(shard_dir: Path, batch_size: int, epochs: int, **kwargs) -> dict:
-    """Time whole training-split epochs of SpectraLoader after one warm-up epoch."""
+    """Time whole training-split epochs of SpectraLoader after WARMUP_EPOCHS warm-up epochs."""
     loader = SpectraLoader(shard_dir, "train", batch_size=batch_size, **kwargs)
     rates = []
-    for epoch in range(epochs + 1):
+    for epoch in range(WARMUP_EPOCHS + epochs):
         loader.set_epoch(epoch)
         n, start = 0, time.perf_counter()
         for batch in loader:
             n += len(batch.sample_ids)
-        if epoch:
-            rates.append(n / (time.perf_counter() - start))
-    return {"spectra_per_s": statistics.median(rates), "best_spectra_per_s": max(rates),
-            "samples_per_epoch": n, "epochs_timed": epochs}
+        rates.append(n / (time.perf_counter() - start))
+    timed = rates[WARMUP_EPOCHS:]
+    return {"spectra_per_s": statistics.median(timed), "best_spectra_per_s": max(timed),
+            "first_epoch_spectra_per_s": rates[0], "samples_per_epoch": n, "epochs_timed": epochs,
+            "warmup_epochs": WARMUP_EPOCHS}
+
+
+def time_kernel(shard_dir: Path, repeats: int) -> dict:
+    """Time RowTransform("flux_only") alone on KERNEL_ROWS training rows held in memory, one thread per CPU."""
+    arrays = load_split_arrays(shard_dir, "train", max_samples=KERNEL_ROWS)
+    flux, error = np.ascontiguousarray(arrays.flux), np.ascontiguousarray(arrays.error)
+    ids = arrays.ids.astype(np.int64)
+    n_rows, n_pixels = flux.shape
+    out = np.empty((n_rows, n_pixels), dtype=np.float32)
+    out_rows = np.random.default_rng(0).permutation(n_rows).astype(np.int64)
+    transform = RowTransform(mode="flux_only", seed=0, epoch=0, n_pixels=n_pixels)
+    n_threads = len(os.sched_getaffinity(0))
+    bounds = [n_rows * k // n_threads for k in range(n_threads + 1)]
+
+    def part(k: int) -> None:
+        for first in range(bounds[k], bounds[k + 1], KERNEL_CALL_ROWS):
+            last = min(first + KERNEL_CALL_ROWS, bounds[k + 1])
+            transform(flux[first:last], error[first:last], ids[first:last], out, out_rows[first:last])
+
+    rates = []
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        for attempt in range(repeats + 1):
+            start = time.perf_counter()
+            list(pool.map(part, range(n_threads)))
+            if attempt:
+                rates.append(n_rows / (time.perf_counter() - start))
+    return {"spectra_per_s": statistics.median(rates), "threads": n_threads, "rows": n_rows,
+            "rows_per_call": KERNEL_CALL_ROWS}
 
 
 def time_reference(paths: list[Path], batch_size: int, num_workers: int, max_samples: int) -> dict:
@@ -181,19 +224,30 @@ def format_markdown(report: dict) -> str:
         "draw noise flux + error * N(0, 1); "
         f"load average before/after {report['load_before']:.1f}/{report['load_after']:.1f}",
         "",
-        "| path | spectra/s | vs reference | vs page-cache ceiling |",
-        "| --- | --- | --- | --- |",
+        f"Loader rows: median of {report['repeats']} epochs after {WARMUP_EPOCHS} warm-up epochs; the first "
+        "(cold) epoch also builds the page tables of the memory maps and allocates the output windows.",
+        "",
+        "| path | spectra/s | first epoch | vs reference | vs page-cache ceiling |",
+        "| --- | --- | --- | --- | --- |",
         f"| reference: h5py per sample + NumPy noise, DataLoader {ref['num_workers']} workers | "
-        f"{ref['spectra_per_s']:.0f} | 1.0 | {ref['spectra_per_s'] / report['ceiling_spectra_per_s']:.2f} |",
+        f"{ref['spectra_per_s']:.0f} | | 1.0 | {ref['spectra_per_s'] / report['ceiling_spectra_per_s']:.2f} |",
     ]
     for name, row in report["specstream"].items():
-        lines.append(f"| specstream, {name} | {row['spectra_per_s']:.0f} | {row['vs_reference']:.1f} | "
-                     f"{row['vs_ceiling']:.2f} |")
+        lines.append(f"| specstream, {name} | {row['spectra_per_s']:.0f} | {row['first_epoch_spectra_per_s']:.0f} | "
+                     f"{row['vs_reference']:.1f} | {row['vs_ceiling']:.2f} |")
+    kernel = report["kernel"]
     lines += [
+        f"| noise kernel alone: RowTransform flux_only on rows in memory, {kernel['threads']} threads | "
+        f"{kernel['spectra_per_s']:.0f} | | {kernel['spectra_per_s'] / ref['spectra_per_s']:.1f} | "
+        f"{kernel['spectra_per_s'] / report['ceiling_spectra_per_s']:.2f} |",
         f"| ceiling: page-cache read of the shards ({report['ceiling_gb_per_s']:.2f} GB/s with "
         f"{max(report['read_gb_per_s_by_threads'], key=report['read_gb_per_s_by_threads'].get)} thread(s), "
-        f"{report['shard_bytes_per_sample']:.0f} bytes/sample) | {report['ceiling_spectra_per_s']:.0f} | "
+        f"{report['shard_bytes_per_sample']:.0f} bytes/sample) | {report['ceiling_spectra_per_s']:.0f} | | "
         f"{report['ceiling_spectra_per_s'] / ref['spectra_per_s']:.1f} | 1.00 |",
+        "",
+        f"The flux_only loader runs at "
+        f"{report['specstream'][FLUX_ONLY_ROW]['spectra_per_s'] / kernel['spectra_per_s']:.2f} of the noise "
+        "kernel's own rate: drawing the noise, not reading, bounds it on this machine.",
         "",
         f"`specstream shard` on the same file: {report['shard']['mb_per_s_written']:.0f} MB/s written "
         f"({report['shard']['spectra_per_s']:.0f} spectra/s, fsync on).",
@@ -227,6 +281,8 @@ def run(args: argparse.Namespace, work_dir: Path) -> dict:
 
     reference = time_reference([source], args.batch_size, args.reference_workers, args.reference_samples)
     logger.info("reference: %.0f spectra/s", reference["spectra_per_s"])
+    kernel = time_kernel(shard_dir, args.repeats)
+    logger.info("noise kernel alone: %.0f spectra/s", kernel["spectra_per_s"])
     results = {}
     for name, kwargs in SPECSTREAM_CONFIGS.items():
         row = time_specstream(shard_dir, args.batch_size, args.repeats, **kwargs)
@@ -238,7 +294,8 @@ def run(args: argparse.Namespace, work_dir: Path) -> dict:
     defaults = SpectraLoader.__init__.__kwdefaults__
     return {
         "environment": environment(), "n_spectra": args.n_spectra, "n_train": n_train,
-        "batch_size": args.batch_size, "block_size": args.block_size, "load_before": load_before,
+        "batch_size": args.batch_size, "block_size": args.block_size, "repeats": args.repeats,
+        "load_before": load_before, "kernel": kernel,
         "load_after": os.getloadavg()[0], "shard": shard, "reference": reference, "specstream": results,
         "ceiling_gb_per_s": ceiling_rate / 1e9, "shard_bytes_per_sample": bytes_per_sample,
         "read_gb_per_s_by_threads": {n: rate / 1e9 for n, rate in read_rates.items()},
@@ -253,7 +310,7 @@ def main() -> None:
     parser.add_argument("--n-spectra", type=int, default=32768, help="stand-in spectra written and sharded")
     parser.add_argument("--batch-size", type=int, default=1024, help="batch size of every loader")
     parser.add_argument("--block-size", type=int, default=1024, help="shard block size")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes per measurement (after a warm-up)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed passes or epochs per measurement (after the warm-up)")
     parser.add_argument("--reference-workers", type=int, default=2, help="DataLoader workers of the reference")
     parser.add_argument("--reference-samples", type=int, default=16384, help="samples timed on the reference")
     parser.add_argument("--mixing-samples", type=int, default=1_000_000, help="split size of the mixing measure")

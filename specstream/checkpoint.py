@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from specstream.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +55,6 @@ def _check_plain(value, key_path: str) -> None:
     )
 
 
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, object]) -> Path:
     """Write `state` to `path` atomically and return the path.
 
@@ -73,20 +66,9 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, object]) -> Pat
     if not isinstance(state, Mapping):
         raise ValueError(f"checkpoint state must be a mapping (dict), got {type(state).__name__}")
     _check_plain(dict(state), "state")
-    path.parent.mkdir(parents=True, exist_ok=True)
-
     envelope = {_FORMAT_KEY: CHECKPOINT_FORMAT_VERSION, "state": dict(state)}
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            torch.save(envelope, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
+    with atomic_write(path, "wb", fsync=True) as stream:
+        torch.save(envelope, stream)
     logger.debug("saved checkpoint %s", path)
     return path
 

@@ -2,10 +2,13 @@
 
 Steps, each skipped when its output already exists (so an interrupted demo continues where it stopped):
 stand-in spectra (or the STELIB stars) -> shards -> the DEMO experiment group -> Ridge -> report.
+The settings are recorded in the output folder, and a rerun with other settings stops with an error
+instead of mixing the outputs of two demos.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -13,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from specstream.atomic import write_text_atomically
 from specstream.groups import GROUPS, expand
 from specstream.results import read_results
 
@@ -20,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 STELIB_SPLITS = {"test_size": 20, "val_size": 15}  # of the 113 stars with full labels
 STELIB_TRAINING = {"epochs": 30, "batch_size": 16}  # about 78 training stars: many small steps
+SETTINGS_NAME = "demo_settings.json"
 
 
 @dataclass(kw_only=True)
@@ -44,6 +49,28 @@ class DemoConfig:
                              f"got {self.n_spectra}")
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+
+
+def _settings(config: DemoConfig) -> dict:
+    """Return the settings that decide the demo's outputs."""
+    return {"data": "stelib" if config.stelib else "stand-in",
+            "n_spectra": None if config.stelib else config.n_spectra,
+            "epochs": None if config.stelib else config.epochs, "seed": config.seed}
+
+
+def _check_settings(config: DemoConfig) -> None:
+    """Record the settings in the output folder, or raise ValueError if it holds a demo with other settings."""
+    path = config.out_dir / SETTINGS_NAME
+    current = _settings(config)
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in current.items()
+                   if saved.get(key) != value]
+        if changed:
+            raise ValueError(f"{config.out_dir} holds a demo run with other settings ({', '.join(changed)}); "
+                             "pass another --out, or delete the folder to start over")
+        return
+    write_text_atomically(path, json.dumps(current, indent=1) + "\n")
 
 
 def _make_data(config: DemoConfig, echo: Callable[[str], None]) -> Path:
@@ -120,6 +147,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = logger.info) -> d
     from specstream.report import build_report
 
     results_csv = config.out_dir / "results.csv"
+    _check_settings(config)
     data_path = _make_data(config, echo)
     shards = _make_shards(config, data_path, echo)
     _train(config, shards, results_csv, echo)

@@ -18,7 +18,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -27,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from specstream.atomic import atomic_write, write_text_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -118,16 +119,7 @@ def _write_atomically(csv_path: Path, header: list[str], rows: list[Mapping[str,
     writer = csv.DictWriter(buffer, fieldnames=header, restval="", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    descriptor, temporary = tempfile.mkstemp(dir=csv_path.parent, prefix=f".{csv_path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", newline="") as stream:
-            stream.write(buffer.getvalue())
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, csv_path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomically(csv_path, buffer.getvalue(), fsync=True)
 
 
 def append_result(csv_path: str | os.PathLike, row: Mapping[str, object]) -> None:
@@ -316,15 +308,8 @@ def save_predictions(path: str | os.PathLike, sample_ids, y_true, y_pred, extra:
         if values.shape != (n,):
             raise ValueError(f"prediction column {name!r} has shape {values.shape}; expected ({n},), one value "
                              "per sample")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            np.savez(stream, **columns)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as stream:
+        np.savez(stream, **columns)
     return path
 
 

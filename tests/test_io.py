@@ -280,6 +280,13 @@ def test_writer_is_atomic(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_writer_constructor_failure_leaves_nothing(tmp_path):
+    _, _, wave = make_arrays(10, 16)
+    with pytest.raises(TypeError):
+        SurveyWriter(tmp_path / "out.h5", 10, wave, attrs={"source": object()})  # HDF5 cannot store an object
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_writer_rejects_incomplete(tmp_path):
     flux, error, wave = make_arrays(10, 16)
     with pytest.raises(ValueError, match="only 5 of 10 spectra were written"):

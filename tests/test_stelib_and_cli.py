@@ -104,3 +104,16 @@ def test_module_entry_point():
     result = subprocess.run([sys.executable, "-m", "specstream", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert "synth" in result.stdout
+
+
+def test_demo_rerun_with_other_settings_stops(tmp_path):
+    from specstream.demo import SETTINGS_NAME, DemoConfig, _check_settings
+
+    out = tmp_path / "demo"
+    _check_settings(DemoConfig(out_dir=out, n_spectra=4000))
+    _check_settings(DemoConfig(out_dir=out, n_spectra=4000))  # the same settings continue the demo
+    assert (out / SETTINGS_NAME).is_file()
+    result = runner.invoke(app, ["demo", "--out", str(out), "--n", "5000"])
+    assert result.exit_code != 0
+    assert "holds a demo run with other settings (n_spectra 4000 -> 5000); pass another --out" in result.output
+    assert sorted(p.name for p in out.iterdir()) == [SETTINGS_NAME]  # stopped before writing any data

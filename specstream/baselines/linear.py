@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,8 @@ import numpy as np
 
 from .gate import Gate
 from .ridge import GramAccumulator, RidgePath, absolute_alphas, predict, warn_if_grid_edge
+
+from specstream.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -68,15 +68,8 @@ class PassCheckpoint:
                   "seconds": np.float64(seconds)}
         for i, accumulator in enumerate(accumulators):
             arrays.update(accumulator.state(f"a{i}_"))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".npz")
-        try:
-            with os.fdopen(descriptor, "wb") as stream:
-                np.savez(stream, **arrays)
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_write(self.path, "wb") as stream:
+            np.savez(stream, **arrays)
         logger.info("saved training-pass state to %s (noise pass %d, %d batches)", self.path, realisation,
                     batches_done)
 

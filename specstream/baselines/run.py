@@ -13,13 +13,13 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from specstream.atomic import atomic_write, write_text_atomically
 from specstream.metrics import regression_metrics
 from specstream.results import append_result, code_revision, read_results, save_predictions
 
@@ -227,27 +227,17 @@ def _config_dict(config: BaselineConfig) -> dict:
 
 def _save_json(path: Path, payload: dict) -> None:
     text = json.dumps(payload, indent=2, default=lambda value: value.item() if hasattr(value, "item") else str(value))
-    _write_atomically(path, lambda stream: stream.write(text.encode()))
+    write_text_atomically(path, text)
 
 
 def _save_arrays(path: Path, **arrays) -> None:
-    _write_atomically(path, lambda stream: np.savez(stream, **arrays))
+    with atomic_write(path, "wb") as stream:
+        np.savez(stream, **arrays)
 
 
 def _save_booster(booster, path: Path) -> None:
     text = booster.model_to_string(num_iteration=booster.best_iteration or None)
-    _write_atomically(path, lambda stream: stream.write(text.encode()))
-
-
-def _write_atomically(path: Path, write) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            write(stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, text)
 
 
 def parse_number_list(text: str, option: str, kind=float) -> tuple:

@@ -40,15 +40,19 @@ class SurveyWriter:
         self._written = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = h5py.File(self.tmp_path, "w")
-        chunks = (min(HDF5_CHUNK_ROWS, n_spectra), self.n_pixels)
-        shape = (n_spectra, self.n_pixels)
-        self._flux = self._handle.create_dataset(self.keys["flux"], shape, dtype=dtype, chunks=chunks)
-        self._error = self._handle.create_dataset(self.keys["error"], shape, dtype=dtype, chunks=chunks)
-        self._mask = (self._handle.create_dataset(self.keys["mask"], shape, dtype="int8", chunks=chunks)
-                      if with_mask else None)
-        self._handle.create_dataset(self.keys["wave"], data=np.asarray(wave, dtype=np.float64))
-        for key, value in (attrs or {}).items():
-            self._handle.attrs[key] = value
+        try:
+            chunks = (min(HDF5_CHUNK_ROWS, n_spectra), self.n_pixels)
+            shape = (n_spectra, self.n_pixels)
+            self._flux = self._handle.create_dataset(self.keys["flux"], shape, dtype=dtype, chunks=chunks)
+            self._error = self._handle.create_dataset(self.keys["error"], shape, dtype=dtype, chunks=chunks)
+            self._mask = (self._handle.create_dataset(self.keys["mask"], shape, dtype="int8", chunks=chunks)
+                          if with_mask else None)
+            self._handle.create_dataset(self.keys["wave"], data=np.asarray(wave, dtype=np.float64))
+            for key, value in (attrs or {}).items():
+                self._handle.attrs[key] = value
+        except BaseException:  # a bad wave grid or attribute: leave no temporary file behind
+            self.abort()
+            raise
 
     def write(self, start: int, flux: np.ndarray, error: np.ndarray, labels: pd.DataFrame,
               mask: np.ndarray | None = None) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from specstream.atomic import write_text_atomically
 from specstream.results import read_results
 
 from . import plots
@@ -123,13 +123,6 @@ def build_report(results_csv: str | os.PathLike, out_dir: str | os.PathLike, *,
     _draw_figures(runs, out_dir, max_runs, report)
     text = _markdown(results_csv, summary, runs, report)
 
-    descriptor, temporary = tempfile.mkstemp(dir=out_dir, prefix=f".{REPORT_NAME}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, report.markdown)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomically(report.markdown, text)
     logger.info("wrote %s with %d figures (%d left out)", report.markdown, len(report.figures), len(report.skipped))
     return report

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
+from specstream.atomic import atomic_write
 from specstream.metrics import binned_r2, regression_metrics
 
 from .runs import RunFiles
@@ -55,14 +54,8 @@ def _log_x_axis(ax) -> None:
 
 def save_figure(figure: Figure, path: Path) -> Path:
     """Write `figure` as a PNG through a temporary file in the same directory."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(descriptor)
-    try:
-        figure.savefig(temporary, dpi=DPI, format="png")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as stream:
+        figure.savefig(stream, dpi=DPI, format="png")
     return path
 
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
+from specstream.atomic import write_text_atomically
 from specstream.results import read_jsonl
 
 logger = logging.getLogger(__name__)
@@ -31,16 +30,7 @@ RESUMABLE_CHANGES = frozenset({"resume", "compile", "num_workers", "log_every", 
 
 def write_json_atomically(path: Path, value) -> None:
     """Write `value` as indented JSON to `path` through a temporary file in the same directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            json.dump(value, stream, indent=1, default=str)
-            stream.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, json.dumps(value, indent=1, default=str) + "\n")
 
 
 def check_run_directory(run_dir: Path, resume: bool) -> None:
@@ -76,11 +66,7 @@ def trim_epoch_log(path: Path, next_epoch: int) -> None:
     if not path.is_file():
         return
     records = [record for record in read_jsonl(path) if record.get("epoch", -1) < next_epoch]
-    text = "".join(json.dumps(record) + "\n" for record in records)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-        stream.write(text)
-    os.replace(temporary, path)
+    write_text_atomically(path, "".join(json.dumps(record) + "\n" for record in records))
 
 
 def add_log_file(run_dir: Path) -> logging.Handler:
