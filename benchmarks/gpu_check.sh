@@ -7,7 +7,8 @@
 # first 100k of them for MLP_100k; 0.01 is a quick partial run. It brings no data files and installs nothing
 # from the network: packages missing on the machine (webdataset, braceexpand) come as wheels in .whl/ beside
 # the repository (see benchmarks/README.md). Steps: GPU tests, stand-in data, shards, then `specstream bench`
-# for CNN_1M and MLP_100k (fast path end to end, and a timed slice of the reference path for the ratio).
+# for CNN_1M and MLP_100k (fast path end to end, and a timed slice of the reference path for the ratio),
+# then the multi-GPU scaling model fed with the measured CNN_1M epoch.
 # The report goes to $OUT (the device tool's output folder) when set, else benchmarks/results/gpu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,4 +58,6 @@ specstream bench --data "$WORK/shards" -e CNN_1M --data-paths resident --referen
 specstream bench --data "$WORK/shards" -e MLP_100k --train-size "$N_MLP" --data-paths resident,streaming \
     --num-workers 6 --reference-steps 20 --reference-workers 8 --out "$REPORT_DIR" --runs-dir "$WORK/runs" "${EXTRA[@]}" \
     2>&1 | tail -12
+log "4-GPU scaling model from the measured CNN_1M epoch"
+"$PY" benchmarks/scaling_model.py --from-bench "$REPORT_DIR" --out-dir "$REPORT_DIR" | sed -n '6,18p'
 log "done; reports in $REPORT_DIR"

@@ -207,15 +207,16 @@ def test_both_paths_predict_the_same(shards, tmp_path):
     torch.manual_seed(0)
     model = build_model("mlp_3L_512", n_pixels=128, n_outputs=1).eval()
     results = []
-    for data_path in ("resident", "streaming"):
-        config = make_config(shards, tmp_path, data_path=data_path, batch_size=24)
+    for data_path, read_mode in (("resident", "mmap"), ("streaming", "mmap"), ("streaming", "pread")):
+        config = make_config(shards, tmp_path, data_path=data_path, batch_size=24, read_mode=read_mode)
         data = build_data(config, World(), torch.device("cpu"))
         ids, values, extra = evaluation.predict_part(model, data.test, device=torch.device("cpu"),
                                                      autocast=contextlib.nullcontext)
         results.append((ids, values, extra))
-    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=0)
-    torch.testing.assert_close(results[0][1], results[1][1], rtol=0, atol=0, equal_nan=True)
-    assert results[0][2] == results[1][2] == ["mag", "snr"]
+    for other in results[1:]:
+        torch.testing.assert_close(results[0][0], other[0], rtol=0, atol=0)
+        torch.testing.assert_close(results[0][1], other[1], rtol=0, atol=0, equal_nan=True)
+        assert results[0][2] == other[2] == ["mag", "snr"]
 
 
 def test_two_targets(shards, tmp_path):
@@ -355,6 +356,7 @@ def test_early_stopping_resets_on_improvement():
     ({"precision": "fp16"}, "precision must be one of auto, fp32, bf16; got 'fp16'"),
     ({"data_path": "memory"}, "data_path must be one of auto, streaming, resident; got 'memory'"),
     ({"device": "tpu"}, "device must be one of auto, cpu, cuda; got 'tpu'"),
+    ({"read_mode": "mapped"}, "read_mode must be one of mmap, pread; got 'mapped'"),
     ({"targets": ("log_g", "log_g")}, r"targets must be distinct, non-empty label names, got \['log_g', 'log_g'\]"),
     ({"experiment_id": "a/b"}, "experiment_id must be a plain directory name without slashes, got 'a/b'"),
     ({"input_mode": "whitening", "noise_level": 0.0}, "noise_level must be > 0 with input_mode 'whitening'"),

@@ -10,6 +10,7 @@ import math
 import numbers
 from pathlib import Path
 
+from specstream.data.blocks import READ_MODES
 from specstream.kernels import INPUT_MODES
 from specstream.models import MODEL_ZOO
 
@@ -65,6 +66,11 @@ class TrainConfig:
     num_workers: int = 0
     """DataLoader worker processes per rank on the streaming data path; 0 builds batches on threads, which
     measured about 3x faster than 2 worker processes on a 2-core machine."""
+    read_mode: str = "mmap"
+    """How the streaming path reads local shards: mmap (memory maps, no copy) or pread (positioned reads, for
+    file systems where mapping files is unwise)."""
+    cache_dir: Path | None = None
+    """Folder where shards of a pipe: or http source are copied on first use, so that each is fetched once."""
     compile: bool = True
     """Compile the model with torch.compile where it works (falls back to eager with a warning)."""
     precision: str = "auto"
@@ -90,6 +96,8 @@ class TrainConfig:
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("data_path", self.data_path, DATA_PATHS)
         _check_choice("device", self.device, DEVICES)
+        _check_choice("read_mode", self.read_mode, READ_MODES)
+        self.cache_dir = None if self.cache_dir is None else Path(self.cache_dir)
         self._check_numbers()
         if not isinstance(self.data, str) or not self.data:
             raise ValueError(f"data must be a shard directory or URL prefix, got {self.data!r}")
@@ -127,6 +135,7 @@ class TrainConfig:
         values = dataclasses.asdict(self)
         values["out_dir"] = str(self.out_dir)
         values["results_csv"] = str(self.results_csv)
+        values["cache_dir"] = None if self.cache_dir is None else str(self.cache_dir)
         values["targets"] = list(self.targets)
         return values
 

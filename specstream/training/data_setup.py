@@ -132,7 +132,7 @@ def _resident_loaders(config, manifest, world: World, device: torch.device):
     for split in ("train", "val", "test"):
         max_samples = config.train_size if split == "train" else None
         part = load_rank_part(config.data, split, rank=world.rank, world_size=world.world_size,
-                              max_samples=max_samples)
+                              max_samples=max_samples, cache_dir=config.cache_dir)
         samples_per_epoch = None
         if split == "train":
             # Drop the last partial global batch, as the streaming loader does, so both paths run the same steps.
@@ -148,7 +148,7 @@ def _resident_loaders(config, manifest, world: World, device: torch.device):
 def _streaming_loaders(config, manifest, world: World, device: torch.device):
     common = dict(batch_size=config.batch_size, rank=world.rank, world_size=world.world_size, seed=config.seed,
                   mode=config.input_mode, noise_level=config.noise_level, targets=tuple(config.targets),
-                  pin_memory=device.type == "cuda")
+                  pin_memory=device.type == "cuda", read_mode=config.read_mode, cache_dir=config.cache_dir)
     train = SpectraLoader(config.data, "train", num_workers=config.num_workers, max_samples=config.train_size,
                           **common)
     eval_loaders = []

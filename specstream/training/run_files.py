@@ -25,7 +25,8 @@ PREDICTIONS_NAME = "test_predictions.npz"
 TEST_METRICS_NAME = "test_metrics.json"
 
 # Fields that may differ between a run and its resumption: they do not change what is computed.
-RESUMABLE_CHANGES = frozenset({"resume", "compile", "num_workers", "log_every", "results_csv", "out_dir", "data"})
+RESUMABLE_CHANGES = frozenset({"resume", "compile", "num_workers", "log_every", "results_csv", "out_dir", "data",
+                               "read_mode", "cache_dir"})
 
 
 def write_json_atomically(path: Path, value) -> None:
