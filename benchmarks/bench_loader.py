@@ -310,7 +310,8 @@ def main() -> None:
     parser.add_argument("--n-spectra", type=int, default=32768, help="stand-in spectra written and sharded")
     parser.add_argument("--batch-size", type=int, default=1024, help="batch size of every loader")
     parser.add_argument("--block-size", type=int, default=1024, help="shard block size")
-    parser.add_argument("--repeats", type=int, default=5, help="timed passes or epochs per measurement (after the warm-up)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed passes or epochs per measurement (after the warm-up)")
     parser.add_argument("--reference-workers", type=int, default=2, help="DataLoader workers of the reference")
     parser.add_argument("--reference-samples", type=int, default=16384, help="samples timed on the reference")
     parser.add_argument("--mixing-samples", type=int, default=1_000_000, help="split size of the mixing measure")

@@ -112,7 +112,8 @@ def scaling(args: argparse.Namespace) -> dict:
                       "steps_per_epoch": steps, "rows": rows})
     return {"environment": environment(), "groups": groups, "achieved_tflop_per_s": flops_per_s / 1e12,
             "reference_steps_per_epoch": steps_reference,
-            "assumptions": {"epoch_s_1gpu_cnn_1m": args.epoch_s_1gpu, "epoch_source": args.epoch_source, "fixed_step_ms": args.fixed_step_ms,
+            "assumptions": {"epoch_s_1gpu_cnn_1m": args.epoch_s_1gpu, "epoch_source": args.epoch_source,
+                            "fixed_step_ms": args.fixed_step_ms,
                             "latency_us": args.latency_us, "bus_gb_s": args.bus_gb_s,
                             "interconnect": "PCIe" if args.pcie else "NVLink"}}
 
@@ -126,7 +127,8 @@ def format_markdown(report: dict) -> str:
         f"git {env['git_revision']}; {env['utc_time']}",
         "",
         f"CNN_1M epoch on one GPU {assumed['epoch_s_1gpu_cnn_1m']:.3g} s, {assumed['epoch_source']} (so "
-        f"{report['achieved_tflop_per_s']:.0f} TFLOP/s achieved). Assumed: fixed cost {assumed['fixed_step_ms']:g} ms per "
+        f"{report['achieved_tflop_per_s']:.0f} TFLOP/s achieved). Assumed: fixed cost "
+        f"{assumed['fixed_step_ms']:g} ms per "
         f"step, all-reduce latency {assumed['latency_us']:g} us per ring step and bus bandwidth "
         f"{assumed['bus_gb_s']:g} GB/s, no overlap with the backward pass. See the script's docstring.",
         "",

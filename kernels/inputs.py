@@ -58,8 +58,8 @@ def make_inputs(flux, error, *, mode: str, noise_level: float = 1.0, seed: int, 
 class RowTransform:
     """make_inputs for many calls on a few rows each, with the arguments that stay the same checked once.
 
-    The streaming loader reads a few dozen rows at a time and transforms them while they are still in the
-    CPU cache; a full make_inputs call per block would cost more in argument checks than the rows take.
+    The streaming loader transforms a few dozen rows at a time, and a full make_inputs call per block would
+    cost more in argument checks than the rows take.
     Each call writes input row i to row out_rows[i] of `out`, so the rows land in a shuffled order without
     a separate gather. The result equals make_inputs to the bit.
     """

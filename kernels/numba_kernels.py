@@ -7,7 +7,8 @@ them (Numba 0.68). With the GNU OpenMP layer, a forked child such as a DataLoade
 launch parallel kernels at once.
 
 Row i of the input goes to row out_rows[i] of the output, so a caller can write a shuffled batch straight
-from rows read in storage order. Per row, `_fill_normals` fills a buffer with the row's draws and a second loop applies the mode's transform.
+from rows read in storage order.
+Per row, `_fill_normals` fills a buffer with the row's draws and a second loop applies the mode's transform.
 `_fill_normals` is a separate compiled function, not inlined, so that it compiles once for every input
 dtype and mask type.
 Pair j of the row's draws gives pixel j its first normal and pixel j + n_pairs its second, so both loops walk

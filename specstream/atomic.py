@@ -1,7 +1,7 @@
 """Write a file whole or not at all: a temporary file in the same directory, renamed over the target.
 
-A reader, a crash or an interruption never sees a half-written file: the target holds either its previous
-content or the new one. The rename is atomic because both names are in one directory (one file system).
+A reader never finds a half-written file, even after a crash or an interruption: the target has either its
+previous content or the new one. The rename is atomic because both names are in one directory (one file system).
 """
 
 from __future__ import annotations

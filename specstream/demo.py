@@ -59,7 +59,7 @@ def _settings(config: DemoConfig) -> dict:
 
 
 def _check_settings(config: DemoConfig) -> None:
-    """Record the settings in the output folder, or raise ValueError if it holds a demo with other settings."""
+    """Record the settings in the output folder, or raise ValueError if a demo with other settings wrote it."""
     path = config.out_dir / SETTINGS_NAME
     current = _settings(config)
     if path.is_file():
@@ -67,7 +67,7 @@ def _check_settings(config: DemoConfig) -> None:
         changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in current.items()
                    if saved.get(key) != value]
         if changed:
-            raise ValueError(f"{config.out_dir} holds a demo run with other settings ({', '.join(changed)}); "
+            raise ValueError(f"{config.out_dir} was written by a demo with other settings ({', '.join(changed)}); "
                              "pass another --out, or delete the folder to start over")
         return
     write_text_atomically(path, json.dumps(current, indent=1) + "\n")

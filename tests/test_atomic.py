@@ -1,4 +1,4 @@
-"""atomic_write: the target holds the old or the new content, never part of one; no temporary file stays."""
+"""atomic_write: the target has the old or the new content, never part of one, and no temporary file stays."""
 
 from __future__ import annotations
 

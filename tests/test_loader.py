@@ -468,7 +468,8 @@ def test_window_memory_reuses_free_outputs(shard_dir):
     memory.give_buffers(buffer_set)
     memory.give_buffers(other)
     assert memory.take_buffers() is buffer_set
-    assert not other.reader._maps and not other.reader._fds
+    assert not other.reader._maps
+    assert not other.reader._fds
 
 
 @pytest.mark.gpu

@@ -115,5 +115,5 @@ def test_demo_rerun_with_other_settings_stops(tmp_path):
     assert (out / SETTINGS_NAME).is_file()
     result = runner.invoke(app, ["demo", "--out", str(out), "--n", "5000"])
     assert result.exit_code != 0
-    assert "holds a demo run with other settings (n_spectra 4000 -> 5000); pass another --out" in result.output
+    assert "was written by a demo with other settings (n_spectra 4000 -> 5000); pass another --out" in result.output
     assert sorted(p.name for p in out.iterdir()) == [SETTINGS_NAME]  # stopped before writing any data

@@ -4,8 +4,8 @@ A piece is `(block, row0, row1, dst0)`: rows [row0, row1) of block `block` of a 
 [dst0, dst0 + row1 - row0) of the destination arrays. Local shards are read with os.preadv straight into the
 destination, at the member offsets that the manifest records, or seen through a read-only memory map as
 NumPy arrays (`member_view`), which skips the copy out of the page cache. Each member's tar and .npy headers
-are checked against the manifest before its first use. Stream sources (pipe:, http) are read member by member with tarfile, one
-pass per shard and call, or copied once into a local cache directory.
+are checked against the manifest before its first use. Stream sources (pipe:, http) are read member by
+member with tarfile, one pass per shard and call, or copied once into a local cache directory.
 """
 
 from __future__ import annotations
@@ -192,8 +192,8 @@ class BlockReader:
     def check_size(self, shard: int) -> None:
         """Raise CorruptShardError if an open local shard no longer has its manifest size.
 
-        A memory-mapped file that shrinks kills the process with SIGBUS on the next access to the lost
-        pages; checking before each use narrows that to a file truncated in the middle of one window.
+        A memory-mapped file that shrinks kills the process with SIGBUS at the next access to the lost pages.
+        Checking before each use leaves only a file truncated in the middle of one window.
         """
         if shard in self._fds:
             size, expected = os.fstat(self._fds[shard]).st_size, int(self.layout.shard_sizes[shard])

@@ -75,7 +75,7 @@ class SpectraLoader:
         shuffle_window: samples shuffled together, rounded up to a multiple of batch_size. It sets the
             memory: each output window in flight takes shuffle_window * n_pixels * 4 bytes (128 MiB with the
             defaults). Streamed shards without cache_dir add shuffle_window * n_pixels * 2 * itemsize bytes
-            of read buffers per building thread; local shards need only a few MiB.
+            of read buffers per building thread, while local shards need only a few MiB.
         unit_rows: consecutive samples kept together when the split is permuted.
         max_samples: use only the first max_samples samples of the split (ascending sample id).
         noise_seed: seed of the noise draw; default `seed`.
@@ -89,8 +89,8 @@ class SpectraLoader:
             torch first, so "fork" starts fastest where it is safe (the workers never touch CUDA).
         read_mode: how local shard files are read. "mmap" (default) lets the kernels read them through
             read-only memory maps, with no copy out of the page cache. "pread" copies a few rows at a time
-            into a buffer; use it where mapping files is unwise, such as a shared file system that may fail
-            (a failed read of a mapped page kills the process with SIGBUS instead of raising an error).
+            into a buffer. Use it where mapping files is unwise, such as a shared file system that may fail:
+            a failed read of a mapped page kills the process with SIGBUS instead of raising an error.
 
     Padding: without drop_last each rank gets ceil(N / world_size) samples. The training split wraps around
     (repeats samples from the start of the epoch's order); val and test append padding rows with sample id

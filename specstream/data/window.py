@@ -1,9 +1,9 @@
 """Turn one scheduled window into tensors: read its pieces, handle corrupt shards, apply the input transform.
 
-This runs in DataLoader workers, or on the threads of the main process with num_workers=0. The pixels of
-local shards are read CHUNK_ROWS rows at a time and transformed by the kernels while still in the CPU cache,
-straight into their shuffled rows of the output, so each window's pixels pass through main memory once.
-The Python work is per chunk of rows, never per sample.
+This runs in DataLoader workers, or on the threads of the main process with num_workers=0. The kernels read
+the pixels of local shards through memory maps (or CHUNK_ROWS rows at a time with read_mode "pread") and
+write each row's inputs straight to its shuffled row of the output, so each window's pixels pass through
+main memory once. The Python work is per piece or chunk of rows, never per sample.
 """
 
 from __future__ import annotations
@@ -95,9 +95,9 @@ PIXEL_ROLES = ("flux", "error", "mask")  # members read CHUNK_ROWS rows at a tim
 class ReadBuffers:
     """A reader and its reusable read buffers, used by one building thread at a time.
 
-    `small` holds the labels and ids of a whole window. `chunk` holds the pixel members of CHUNK_ROWS rows,
-    the only pixel memory that local shards need. `whole` holds the pixel members of a whole window and is
-    allocated on first use, by shards without a local file (streamed sources without cache_dir).
+    `small` is for the labels and ids of a whole window, and `chunk` for the pixel members of CHUNK_ROWS
+    rows, the only pixel memory that read_mode "pread" needs. `whole`, for the pixel members of a whole
+    window, is allocated on first use by shards without a local file (streamed sources without cache_dir).
     """
 
     def __init__(self, reader: BlockReader, window_rows: int):
@@ -186,8 +186,8 @@ def _fill_unreadable(out: np.ndarray, out_row: np.ndarray, labels: np.ndarray, i
                      unreadable: np.ndarray, padding_rows: np.ndarray, replace: bool) -> None:
     """Replace unreadable rows by readable ones (`replace`), or blank them as padding with id -1.
 
-    A replacement copies another row's inputs, labels and id; since the noise is a function of the sample
-    id, that equals reading the other sample twice.
+    A replacement copies another row's inputs, labels and id. The noise is a function of the sample id, so
+    this equals reading the other sample twice.
     """
     bad = np.flatnonzero(unreadable & ~padding_rows)
     if replace and len(bad):
