@@ -46,7 +46,7 @@ def _shared_map(fd: int) -> mmap.mmap:
     with _shared_maps_lock:
         mapped = _shared_maps.get(key)
         if mapped is None:
-            mapped = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+            mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
             _shared_maps[key] = mapped
         return mapped
 
