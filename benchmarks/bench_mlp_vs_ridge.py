@@ -38,6 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=20, help="MLP epochs (default: 20).")
     parser.add_argument("--batch-size", type=int, default=1024, help="MLP batch size (default: 1024).")
     parser.add_argument("--lr", type=float, default=1e-3, help="MLP peak learning rate (default: 1e-3).")
+    parser.add_argument("--input-norm", action="store_true",
+                        help="Standardise the MLP's input per pixel (TrainConfig.input_norm); the report name "
+                             "ends in -input-norm.")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                         help="torch.compile the MLP (default: on).")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "specstream_mlp_vs_ridge",
@@ -83,7 +86,8 @@ def run_mlp(shards: Path, args, runs: Path) -> dict:
 
     config = TrainConfig(data=str(shards), out_dir=runs, group="bench_mlp_vs_ridge", model="mlp_3L_1024",
                          input_mode="flux_only", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         seed=args.seed, compile=args.compile, num_workers=0, log_every=10**6)
+                         seed=args.seed, compile=args.compile, num_workers=0, log_every=10**6,
+                         input_norm=args.input_norm)
     return train(config)
 
 
@@ -113,13 +117,10 @@ def markdown(report: dict) -> str:
 
 
 def save_report(report: dict, directory: Path, name: str) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
+    from specstream.atomic import write_text_atomically
+
     for suffix, text in ((".json", json.dumps(report, indent=2, default=str) + "\n"), (".md", markdown(report))):
-        path = directory / f"{name}{suffix}"
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(text)
-        os.replace(temporary, path)
-        print(f"wrote {path}")
+        print(f"wrote {write_text_atomically(directory / f'{name}{suffix}', text)}")
 
 
 def main(argv=None) -> int:
@@ -151,7 +152,8 @@ def main(argv=None) -> int:
         "r2_difference": mlp["test_r2"] - ridge["test_r2"],
         "mlp_beats_ridge": bool(mlp["test_r2"] > ridge["test_r2"]),
     }
-    save_report(report, args.out, f"mlp_vs_ridge-n{args.n}-b{args.batch_size}-e{args.epochs}")
+    suffix = "-input-norm" if args.input_norm else ""
+    save_report(report, args.out, f"mlp_vs_ridge-n{args.n}-b{args.batch_size}-e{args.epochs}{suffix}")
     print(markdown(report))
     return 0
 

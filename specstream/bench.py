@@ -91,7 +91,7 @@ def _fast_run(config: BenchConfig, experiment: Experiment, data_path: str, train
         epochs=epochs, batch_size=experiment.batch_size, lr=experiment.lr,
         weight_decay=experiment.weight_decay, patience=experiment.patience, train_size=train_size,
         seed=experiment.seed, num_workers=config.num_workers, compile=config.compile, data_path=data_path,
-        device=config.device, results_csv=config.runs_dir / "results.csv",
+        device=config.device, results_csv=config.runs_dir / "results.csv", input_norm=experiment.input_norm,
     )
     started = time.perf_counter()
     row = train(train_config)

@@ -52,8 +52,8 @@ def train_command(experiment: Experiment, data: str, out_dir: Path, results_csv:
         train_size = None
     if train_size is not None:
         command += ["--train-size", str(train_size)]
-    if experiment.input_norm:
-        command.append("--input-norm")
+    # Both spellings, so the command states its choice whatever the trainer's default.
+    command.append("--input-norm" if experiment.input_norm else "--no-input-norm")
     return command + list(extra_args)
 
 

@@ -101,4 +101,6 @@ def test_train_command_input_norm_flag(tmp_path):
     demo = expand(["DEMO_MLP"], GROUPS)[0]
     reference = expand(["MLP_100k"], GROUPS)[0]
     assert "--input-norm" in runner.train_command(demo, "d", tmp_path, tmp_path / "r.csv", [])
-    assert "--input-norm" not in runner.train_command(reference, "d", tmp_path, tmp_path / "r.csv", [])
+    reference_command = runner.train_command(reference, "d", tmp_path, tmp_path / "r.csv", [])
+    assert "--no-input-norm" in reference_command
+    assert "--input-norm" not in reference_command

@@ -376,6 +376,14 @@ def test_config_defaults_are_reference_protocol():
     assert config.compile
 
 
+def test_parser_defaults_match_config():
+    config = config_from_args(build_parser().parse_args(["--data", "d"]))
+    assert config.input_norm is False  # raw input unless --input-norm, as TrainConfig and the README say
+    assert config.compile is True
+    assert config == TrainConfig(data="d")
+    assert config_from_args(build_parser().parse_args(["--data", "d", "--input-norm"])).input_norm is True
+
+
 def test_parser_maps_options_to_fields():
     args = build_parser().parse_args([
         "--data", "d", "--out", "o", "--input", "whitening", "--target", "log_g,T_eff", "--results", "r.csv",

@@ -191,7 +191,7 @@ def build_parser(prog: str = "python -m specstream.train") -> argparse.ArgumentP
         option = OPTION_NAMES.get(field.name, "--" + field.name.replace("_", "-"))
         kwargs = {"dest": field.name, "help": docs.get(field.name, "")}
         if field.name in ("compile", "input_norm"):
-            kwargs.update(action=argparse.BooleanOptionalAction, default=True)
+            kwargs.update(action=argparse.BooleanOptionalAction, default=field.default)
         elif field.name == "resume":
             kwargs.update(action="store_true")
         elif field.name == "data":
