@@ -187,7 +187,8 @@ def list_groups(groups_file: Optional[Path] = typer.Option(None, "--groups-file"
         spec = {**DEFAULTS, **spec}
         typer.echo(f"{name}: models {', '.join(spec['models'])}; inputs {', '.join(spec['inputs'])}; "
                    f"{spec['epochs']} epochs, batch {spec['batch_size']}, lr {spec['lr']}, "
-                   f"train size {spec['train_size'] or 'all'}")
+                   f"train size {spec['train_size'] or 'all'}; "
+                   f"input {'standardised per pixel' if spec.get('input_norm') else 'raw'}")
 
 
 @app.command()
@@ -209,7 +210,7 @@ def shard(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace shards and manifest already in --out."),
 ) -> None:
     """Write train/val/test WebDataset tar shards and a manifest from survey files."""
-    from specstream.io import describe
+    from specstream.io import Problem, describe
     from specstream.shards import ShardOptions, write_shards
 
     try:
@@ -225,6 +226,12 @@ def shard(
     counts = ", ".join(f"{name} {split['n_samples']} in {len(split['shards'])} shards"
                        for name, split in splits.items())
     typer.echo(f"wrote {counts} to {out}")
+    dropped = result.manifest.get("dropped_rows") or []
+    if dropped:
+        n_dropped = sum(split.get("n_dropped", 0) for split in splits.values())
+        typer.echo(f"left out {n_dropped} invalid rows (--drop-bad); the manifest lists them under dropped_rows:")
+        for record in dropped:
+            typer.echo(f"  {Problem.from_record(record).message()}")
     seconds = max(result.seconds, 1e-9)
     typer.echo(f"{result.bytes_written / 1e6:.0f} MB in {seconds:.1f} s: {result.bytes_written / 1e6 / seconds:.0f} "
                f"MB/s written, {result.spectra_read / seconds:.0f} spectra/s read")

@@ -59,18 +59,21 @@ def _settings(config: DemoConfig) -> dict:
 
 
 def _check_settings(config: DemoConfig) -> None:
-    """Record the settings in the output folder, or raise ValueError if a demo with other settings wrote it."""
+    """Raise ValueError if a demo with other settings wrote the output folder."""
     path = config.out_dir / SETTINGS_NAME
-    current = _settings(config)
-    if path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in current.items()
-                   if saved.get(key) != value]
-        if changed:
-            raise ValueError(f"{config.out_dir} was written by a demo with other settings ({', '.join(changed)}); "
-                             "pass another --out, or delete the folder to start over")
+    if not path.is_file():
         return
-    write_text_atomically(path, json.dumps(current, indent=1) + "\n")
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in _settings(config).items()
+               if saved.get(key) != value]
+    if changed:
+        raise ValueError(f"{config.out_dir} was written by a demo with other settings ({', '.join(changed)}); "
+                         "pass another --out, or delete the folder to start over")
+
+
+def _record_settings(config: DemoConfig) -> None:
+    """Record the settings once the demo's data exist, so that a demo that failed before them blocks nothing."""
+    write_text_atomically(config.out_dir / SETTINGS_NAME, json.dumps(_settings(config), indent=1) + "\n")
 
 
 def _make_data(config: DemoConfig, echo: Callable[[str], None]) -> Path:
@@ -149,6 +152,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = logger.info) -> d
     results_csv = config.out_dir / "results.csv"
     _check_settings(config)
     data_path = _make_data(config, echo)
+    _record_settings(config)
     shards = _make_shards(config, data_path, echo)
     _train(config, shards, results_csv, echo)
     _ridge(config, shards, results_csv, echo)

@@ -36,7 +36,8 @@ def load_stelib_window(path: Path | None = None) -> dict:
         folder = stelib_dir()
         if folder is None:
             raise FileNotFoundError("STELIB reference data not found; set SPECSTREAM_DATA to the folder that "
-                                    f"contains stelib/{STELIB_NPZ}, or pass the file explicitly")
+                                    f"contains stelib/{STELIB_NPZ} (or give `convert-stelib` the file with "
+                                    "--source)")
         path = folder / STELIB_NPZ
     path = Path(path)
     if not path.is_file():

@@ -104,3 +104,15 @@ def test_train_command_input_norm_flag(tmp_path):
     reference_command = runner.train_command(reference, "d", tmp_path, tmp_path / "r.csv", [])
     assert "--no-input-norm" in reference_command
     assert "--input-norm" not in reference_command
+
+
+def test_groups_command_shows_input_choice():
+    from typer.testing import CliRunner
+
+    from specstream.cli import app
+
+    result = CliRunner().invoke(app, ["groups"])
+    assert result.exit_code == 0
+    lines = {line.split(":")[0]: line for line in result.output.splitlines()}
+    assert lines["MLP_100k"].endswith("input raw")
+    assert lines["DEMO_MLP"].endswith("input standardised per pixel")

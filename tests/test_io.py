@@ -213,7 +213,8 @@ def test_bad_rows_raise(survey_file, array, value, what):
     target = flux if array == "flux" else error
     target[[3, 17, 35], 5] = value
     path = survey_file(flux=flux, error=error)
-    with pytest.raises(ValueError, match=f"survey.h5: key .*{array}/value: 3 rows with {what} \\(rows 3, 17, 35\\)"):
+    message = f"survey.h5: key .*{array}/value: 3 rows with {what} \\(rows 3, 17, 35; first at row 3, pixel 5: {value}\\)"
+    with pytest.raises(ValueError, match=message):
         list(iter_chunks([path]))
 
 
@@ -239,8 +240,9 @@ def test_bad_rows_dropped_with_count(survey_file):
     assert not set(rows) & {1, 7, 12, 30}
     assert len(rows) == 36
     messages = " | ".join(p.message() for p in problems)
-    assert "2 rows with non-finite flux at unmasked pixels (rows 1, 30)" in messages
-    assert "1 rows with NaN T_eff (rows 12)" in messages
+    assert "2 rows with non-finite flux at unmasked pixels (rows 1, 30; first at row 1, pixel 0: nan)" in messages
+    assert "1 row with error <= 0 at unmasked pixels (rows 7; first at row 7, pixel 2: 0.0)" in messages
+    assert "1 row with NaN T_eff (rows 12)" in messages
 
 
 def test_masked_bad_pixels_are_allowed(survey_file):
@@ -260,7 +262,7 @@ def test_fully_masked_row(survey_file):
     mask = np.zeros((40, 64), np.int8)
     mask[6] = 1
     path = survey_file(mask=mask)
-    with pytest.raises(ValueError, match=r"mask/value: 1 rows with every pixel masked \(rows 6\)"):
+    with pytest.raises(ValueError, match=r"mask/value: 1 row with every pixel masked \(rows 6\)"):
         list(iter_chunks([path]))
 
 

@@ -491,3 +491,16 @@ def test_stalled_source_times_out(shard_dir):
     loader = SpectraLoader(source, "val", batch_size=8, timeout_s=1)
     with pytest.raises(TimeoutError, match="a window of 'val' was not built within 1.0 s"):
         collect(loader)
+
+
+def test_skip_with_no_readable_training_shard(tmp_path):
+    flux, error, wave = make_arrays(60, N_PIXELS, seed=8)
+    path = write_survey_file(tmp_path / "one.h5", flux, error, wave, make_labels(60, seed=8))
+    write_shards([path], tmp_path / "shards", ShardOptions(test_size=10, val_size=10, block_size=8, fsync=False))
+    (name,) = [s["name"] for s in read_manifest(tmp_path / "shards")["splits"]["train"]["shards"]]
+    truncate(tmp_path / "shards" / name)
+    loader = SpectraLoader(tmp_path / "shards", "train", batch_size=8, on_corrupt="skip")
+    with pytest.raises(CorruptShardError, match=f"corrupt shard .*{name}: no sample of a training window could "
+                       "be read, so nothing is left to replace the skipped samples with. Copy the shard again, "
+                       "or rewrite the set with `specstream shard`$"):
+        collect(loader)

@@ -390,3 +390,16 @@ def test_cli_shard_reports_errors(tmp_path):
     result = CliRunner().invoke(app, ["shard", *map(str, paths), "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
     assert "test size 1000 + val size 4 leaves no training samples out of 87 spectra" in result.output
+
+
+def test_cli_shard_drop_bad_lists_left_out_rows(tmp_path):
+    flux, error, wave = make_arrays(40, 16, seed=3)
+    flux[[4, 21], 7] = np.nan
+    path = write_survey_file(tmp_path / "bad.h5", flux, error, wave, make_labels(40, seed=3))
+    args = ["shard", str(path), "--out", str(tmp_path / "out"), "--test-size", "5", "--val-size", "5", "--drop-bad"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "left out 2 invalid rows (--drop-bad)" in result.output
+    assert "2 rows with non-finite flux at unmasked pixels (rows 4, 21; first at row 4, pixel 7: nan)" in result.output
+    manifest = json.loads((tmp_path / "out" / fmt.MANIFEST_NAME).read_text())
+    assert manifest["dropped_rows"][0]["example"] == "row 4, pixel 7: nan"

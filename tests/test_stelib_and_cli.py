@@ -81,7 +81,7 @@ def test_cli_inspect_reports_problems(tmp_path, survey_file):
     result = runner.invoke(app, ["inspect", str(path)])
     assert result.exit_code == 2
     assert "NOT on the PFS MR grid" in result.output
-    assert "1 rows with error <= 0 at unmasked pixels (rows 5)" in result.output
+    assert "1 row with error <= 0 at unmasked pixels (rows 5; first at row 5, pixel" in result.output
 
 
 def test_cli_inspect_missing_file(tmp_path):
@@ -107,13 +107,23 @@ def test_module_entry_point():
 
 
 def test_demo_rerun_with_other_settings_stops(tmp_path):
-    from specstream.demo import SETTINGS_NAME, DemoConfig, _check_settings
+    from specstream.demo import SETTINGS_NAME, DemoConfig, _check_settings, _record_settings
 
     out = tmp_path / "demo"
-    _check_settings(DemoConfig(out_dir=out, n_spectra=4000))
+    _record_settings(DemoConfig(out_dir=out, n_spectra=4000))
     _check_settings(DemoConfig(out_dir=out, n_spectra=4000))  # the same settings continue the demo
-    assert (out / SETTINGS_NAME).is_file()
     result = runner.invoke(app, ["demo", "--out", str(out), "--n", "5000"])
     assert result.exit_code != 0
     assert "was written by a demo with other settings (n_spectra 4000 -> 5000); pass another --out" in result.output
     assert sorted(p.name for p in out.iterdir()) == [SETTINGS_NAME]  # stopped before writing any data
+
+
+def test_failed_demo_records_no_settings(tmp_path, monkeypatch):
+    from specstream.demo import SETTINGS_NAME
+
+    monkeypatch.setenv("SPECSTREAM_DATA", str(tmp_path / "no_reference_data"))
+    out = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--stelib", "--out", str(out)])
+    assert result.exit_code != 0
+    assert "STELIB reference data not found" in result.output
+    assert not (out / SETTINGS_NAME).exists()  # so a plain demo into the same folder may start

@@ -54,10 +54,11 @@ def _shared_map(fd: int) -> mmap.mmap:
 class CorruptShardError(ValueError):
     """A shard is missing, truncated or does not match its manifest entry."""
 
-    def __init__(self, shard: str, detail: str):
+    def __init__(self, shard: str, detail: str, skip_hint: bool = True):
         self.shard = shard
+        hint = "; SpectraLoader(on_corrupt='skip') skips it and counts its samples" if skip_hint else ""
         super().__init__(f"corrupt shard {shard}: {detail}. Copy the shard again, or rewrite the set with "
-                         "`specstream shard`; SpectraLoader(on_corrupt='skip') skips it and counts its samples")
+                         f"`specstream shard`{hint}")
 
 
 def role_shape(layout: SplitLayout, role: str, n_rows: int) -> tuple:

@@ -163,10 +163,12 @@ def _read_shard_rows(reader: BlockReader, shard: int, pieces: list, buffers: Rea
 
 
 def _read_window(reader: BlockReader, window: Window, buffers: ReadBuffers, labels: np.ndarray, ids: np.ndarray,
-                 row_transform: RowTransform, out: np.ndarray, out_row: np.ndarray, on_corrupt: str) -> np.ndarray:
-    """Read and transform the window's pieces; return a bool (n_rows,) of rows that could not be read."""
+                 row_transform: RowTransform, out: np.ndarray, out_row: np.ndarray,
+                 on_corrupt: str) -> tuple[np.ndarray, list[str]]:
+    """Read and transform the window's pieces; return a bool (n_rows,) of unread rows and the failed shards."""
     unreadable = np.zeros(window.n_rows, dtype=bool)
     unreadable[window.n_rows - window.n_padding:] = True
+    failed: list[str] = []
     by_shard: dict[int, list] = {}
     for piece in window.pieces:
         by_shard.setdefault(int(reader.layout.block_shard[piece[0]]), []).append(piece)
@@ -177,13 +179,14 @@ def _read_window(reader: BlockReader, window: Window, buffers: ReadBuffers, labe
             if on_corrupt == "raise":
                 raise
             logger.warning("skipping %d samples: %s", sum(p[2] - p[1] for p in pieces), exc)
+            failed.append(exc.shard)
             for _, row0, row1, dst0 in pieces:
                 unreadable[dst0:dst0 + row1 - row0] = True
-    return unreadable
+    return unreadable, failed
 
 
 def _fill_unreadable(out: np.ndarray, out_row: np.ndarray, labels: np.ndarray, ids: np.ndarray,
-                     unreadable: np.ndarray, padding_rows: np.ndarray, replace: bool) -> None:
+                     unreadable: np.ndarray, padding_rows: np.ndarray, replace: bool, failed: list[str]) -> None:
     """Replace unreadable rows by readable ones (`replace`), or blank them as padding with id -1.
 
     A replacement copies another row's inputs, labels and id. The noise is a function of the sample id, so
@@ -193,7 +196,8 @@ def _fill_unreadable(out: np.ndarray, out_row: np.ndarray, labels: np.ndarray, i
     if replace and len(bad):
         good = np.flatnonzero(~unreadable)
         if not len(good):
-            raise CorruptShardError("(every shard of one window)", "no sample of the window could be read")
+            raise CorruptShardError(", ".join(failed), "no sample of a training window could be read, so nothing "
+                                    "is left to replace the skipped samples with", skip_hint=False)
         source = good[np.arange(len(bad)) % len(good)]
         out[out_row[bad]] = out[out_row[source]]
         labels[bad] = labels[source]
@@ -227,11 +231,12 @@ def build_window(window: Window, row_transform: RowTransform, transform: Transfo
     out_row = np.arange(n_rows, dtype=np.int64)
     if order is not None:
         out_row[order] = out_row.copy()
-    unreadable = _read_window(reader, window, buffers, labels, ids, row_transform, out, out_row, on_corrupt)
+    unreadable, failed = _read_window(reader, window, buffers, labels, ids, row_transform, out, out_row,
+                                      on_corrupt)
     padding_rows = np.zeros(n_rows, dtype=bool)
     padding_rows[n_rows - window.n_padding:] = True
     n_skipped = int(np.count_nonzero(unreadable & ~padding_rows))
-    _fill_unreadable(out, out_row, labels, ids, unreadable, padding_rows, replace_unreadable)
+    _fill_unreadable(out, out_row, labels, ids, unreadable, padding_rows, replace_unreadable, failed)
 
     labels_out = _empty_output(labels.shape, torch.float32, memory)  # (n_rows, n_labels)
     labels_out.numpy()[:] = labels if order is None else labels[order]

@@ -23,11 +23,25 @@ class Problem:
     what: str  # e.g. "non-finite flux"
     rows: list = field(default_factory=list)  # first offending row indices inside the file
     count: int = 0
+    example: str = ""  # the first offending value, e.g. "row 5, pixel 12: -1.0"; empty for label problems
 
     def message(self) -> str:
         shown = ", ".join(str(r) for r in self.rows[:MAX_ROWS_SHOWN])
         more = " ..." if self.count > MAX_ROWS_SHOWN else ""
-        return f"{self.path}: key {self.key}: {self.count} rows with {self.what} (rows {shown}{more})"
+        example = f"; first at {self.example}" if self.example else ""
+        noun = "row" if self.count == 1 else "rows"
+        return f"{self.path}: key {self.key}: {self.count} {noun} with {self.what} (rows {shown}{more}{example})"
+
+    @classmethod
+    def from_record(cls, record: dict) -> "Problem":
+        """Rebuild a Problem from its JSON record (as the shard manifest stores them under dropped_rows)."""
+        return cls(Path(record["path"]), record["key"], record["what"], list(record["rows"]), int(record["count"]),
+                   record.get("example", ""))
+
+    def record(self) -> dict:
+        """Return the Problem as a JSON-ready record."""
+        return {"path": str(self.path), "key": self.key, "what": self.what, "rows": list(self.rows),
+                "count": self.count, "example": self.example}
 
     def merge(self, rows: np.ndarray) -> None:
         """Count `rows` as offending and keep the first few for the message."""
@@ -38,6 +52,7 @@ class Problem:
         """Add the rows of another Problem of the same kind."""
         self.count += other.count
         self.rows.extend(other.rows[: max(0, MAX_ROWS_SHOWN - len(self.rows))])
+        self.example = self.example or other.example
 
 
 def check_rows(
@@ -50,24 +65,30 @@ def check_rows(
     every pixel is masked, or a required label is NaN.
     """
     good_pixel = np.ones(flux.shape, dtype=bool) if mask is None else (mask == 0)
+    # (key, what, bad pixels (n, n_pixels) with the values shown, or bad rows (n,) and None)
     checks = [
-        (keys["flux"], "non-finite flux at unmasked pixels", (~np.isfinite(flux) & good_pixel).any(axis=1)),
-        (keys["error"], "non-finite error at unmasked pixels", (~np.isfinite(error) & good_pixel).any(axis=1)),
-        (keys["error"], "error <= 0 at unmasked pixels", ((error <= 0) & good_pixel).any(axis=1)),
+        (keys["flux"], "non-finite flux at unmasked pixels", ~np.isfinite(flux) & good_pixel, flux),
+        (keys["error"], "non-finite error at unmasked pixels", ~np.isfinite(error) & good_pixel, error),
+        (keys["error"], "error <= 0 at unmasked pixels", (error <= 0) & good_pixel, error),
     ]
     if mask is not None:
-        checks.append((keys["mask"], "every pixel masked", ~good_pixel.any(axis=1)))
+        checks.append((keys["mask"], "every pixel masked", ~good_pixel.any(axis=1), None))
     for name in required_labels:
-        checks.append((f"{keys['labels']} column {name}", f"NaN {name}", ~np.isfinite(labels[name].to_numpy())))
+        checks.append((f"{keys['labels']} column {name}", f"NaN {name}", ~np.isfinite(labels[name].to_numpy()),
+                       None))
 
     good = np.ones(len(flux), dtype=bool)
     problems = []
-    for key, what, bad in checks:
-        if bad.any():
+    for key, what, bad, values in checks:
+        bad_rows = bad if values is None else bad.any(axis=1)
+        if bad_rows.any():
             problem = Problem(path, key, what)
-            problem.merge(first_row + np.flatnonzero(bad))
+            problem.merge(first_row + np.flatnonzero(bad_rows))
+            if values is not None:
+                row, pixel = np.argwhere(bad)[0]
+                problem.example = f"row {first_row + row}, pixel {pixel}: {values[row, pixel]}"
             problems.append(problem)
-            good &= ~bad
+            good &= ~bad_rows
     return good, problems
 
 

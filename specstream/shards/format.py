@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import threading
 
 import numpy as np
 
@@ -89,6 +90,12 @@ def parse_tar_header(raw: bytes) -> tuple[str, int]:
     return info.name, info.size
 
 
+# NumPy parses .npy headers with ast.literal_eval. On Python 3.11, two threads in the AST builder at once can
+# raise "SystemError: AST constructor recursion depth mismatch" (CPython issue 106905), and the loader's
+# building threads parse headers, so they take turns.
+_header_lock = threading.Lock()
+
+
 def parse_npy_header(raw: bytes) -> tuple[np.dtype, tuple, int]:
     """Return (dtype, shape, header length in bytes) of a .npy file that starts with `raw`.
 
@@ -96,12 +103,13 @@ def parse_npy_header(raw: bytes) -> tuple[np.dtype, tuple, int]:
     """
     stream = io.BytesIO(raw)
     version = np.lib.format.read_magic(stream)
-    if version == (1, 0):
-        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
-    elif version == (2, 0):
-        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
-    else:
-        raise ValueError(f"unsupported .npy version {version}")
+    with _header_lock:
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
     if fortran_order:
         raise ValueError("Fortran-ordered .npy arrays are not written by specstream")
     return dtype, tuple(shape), stream.tell()

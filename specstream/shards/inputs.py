@@ -45,8 +45,7 @@ class ProblemLog:
     def __init__(self, records: list[dict] | None = None):
         self.problems: dict[tuple, Problem] = {}
         for record in records or []:
-            problem = Problem(Path(record["path"]), record["key"], record["what"], list(record["rows"]),
-                              int(record["count"]))
+            problem = Problem.from_record(record)
             self.problems[(str(problem.path), problem.key, problem.what)] = problem
 
     def add(self, problem: Problem) -> None:
@@ -56,8 +55,7 @@ class ProblemLog:
         self.problems[key].absorb(problem)
 
     def records(self) -> list[dict]:
-        return [{"path": str(p.path), "key": p.key, "what": p.what, "rows": list(p.rows), "count": p.count}
-                for p in self.problems.values()]
+        return [problem.record() for problem in self.problems.values()]
 
 
 def _numeric_columns(path: Path, labels: pd.DataFrame) -> list[str]:
