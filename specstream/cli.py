@@ -52,15 +52,22 @@ def synth(
                                "table; flat: root datasets and a group of label columns (no PyTables needed)."),
 ) -> None:
     """Write stand-in spectra (a label-dependent toy model with PFS MR noise-model errors)."""
+    from specstream.noise_model import load_noise_model
     from specstream.synth import write_synth
 
     with _progress_bar(n, "spec", "synth") as bar:
         try:
+            noise_model = load_noise_model()
             path = write_synth(out, n, seed, dtype=dtype, chunk_size=chunk_size, progress=bar.update,
-                               layout=layout)
+                               layout=layout, noise_model=noise_model)
         except (ValueError, FileNotFoundError) as exc:
             _fail(exc)
     typer.echo(f"wrote {n} spectra to {path}")
+    if noise_model.source == "built-in":
+        typer.echo("noise model: the built-in fit of the PFS ETC tables (within about 7 %); set SPECSTREAM_DATA "
+                   "to the reference data folder to use the tables themselves")
+    else:
+        typer.echo(f"noise model: {noise_model.source}")
 
 
 @app.command("convert-stelib")
@@ -175,6 +182,36 @@ def _train_split_size(data: str) -> Optional[int]:
         return int(read_manifest(data)["splits"]["train"]["n_samples"])
     except (ImportError, OSError, KeyError, ValueError):
         return None
+
+
+@app.command()
+def verify(
+    shards: str = typer.Argument(..., help="Shard directory, manifest path or URL template with {name}."),
+    split: Optional[List[str]] = typer.Option(None, "--split", help="Check only this split (repeatable)."),
+) -> None:
+    """Check every shard's size and SHA-256 against the manifest (reads the whole set once)."""
+    from specstream.data import read_manifest
+    from specstream.data.verify import verify_shards
+
+    try:
+        manifest = read_manifest(shards)
+        chosen = tuple(split) if split else None
+        unknown = sorted(set(chosen or ()) - set(manifest["splits"]))
+        if unknown:
+            raise ValueError(f"unknown split {unknown[0]!r}; the manifest has {', '.join(manifest['splits'])}")
+        total = sum(int(s["size_bytes"]) for name, entry in manifest["splits"].items()
+                    if chosen is None or name in chosen for s in entry["shards"])
+        with _progress_bar(total, "B", "verify") as bar:
+            checks = verify_shards(shards, chosen, progress=bar.update)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    bad = [check for check in checks if check.problem]
+    for check in bad:
+        typer.echo(f"{check.location} ({check.split}): {check.problem}")
+    typer.echo(f"{len(checks) - len(bad)} of {len(checks)} shards match the manifest")
+    if bad:
+        typer.echo("error: rewrite the set with `specstream shard`, or copy the listed shards again", err=True)
+        raise typer.Exit(code=1)
 
 
 @app.command("groups")

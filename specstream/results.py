@@ -154,7 +154,11 @@ def read_results(csv_path: str | os.PathLike) -> pd.DataFrame:
     csv_path = Path(csv_path)
     if not csv_path.exists():
         raise FileNotFoundError(f"results file {csv_path} not found; run an experiment first")
-    return pd.read_csv(csv_path)
+    try:
+        return pd.read_csv(csv_path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"results file {csv_path} is not a results CSV ({exc}); pass the results.csv that "
+                         "`specstream run` or `specstream baseline` wrote") from exc
 
 
 def _json_default(value):

@@ -67,6 +67,13 @@ def completed_ids(results_csv: Path) -> set[str]:
     return set(frame["experiment_id"].astype(str)) if "experiment_id" in frame else set()
 
 
+def _cuda_device_count() -> int:
+    """Return the CUDA devices torch sees, 0 without CUDA."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def run_experiments(experiments: list[Experiment], *, data: str, out_dir: Path, results_csv: Path,
                     gpus: list[str] | None, extra_args: list[str] = (), train_size_cap: int | None = None,
                     on_finish: Callable[[Outcome], None] | None = None) -> list[Outcome]:
@@ -83,6 +90,9 @@ def run_experiments(experiments: list[Experiment], *, data: str, out_dir: Path, 
         else:
             queue.append(experiment)
     slots = list(gpus) if gpus else [None]
+    if gpus and not _cuda_device_count():
+        logger.warning("--gpus %s given, but this machine shows no CUDA device: the %d runs train on the CPU, "
+                       "%d at a time", ",".join(gpus), len(queue), len(slots))
     running: dict[object, tuple] = {}
     try:
         while queue or running:

@@ -80,9 +80,10 @@ def fake_train_command(experiment, data, out_dir, results_csv, extra_args, train
     return [sys.executable, "-c", code]
 
 
-def test_queue_runs_and_skips_completed(tmp_path, monkeypatch):
+def test_queue_runs_and_skips_completed(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(runner, "train_command", fake_train_command)
     monkeypatch.setattr(runner, "POLL_INTERVAL_S", 0.05)
+    monkeypatch.setattr(runner, "_cuda_device_count", lambda: 0)
     results_csv = tmp_path / "results.csv"
     experiments = expand(["CNN_100k", "MLP_1M"], GROUPS)  # flux_only, whitening, whitening
     append_result(results_csv, {"experiment_id": experiments[2].experiment_id, "test_r2": 0.1})
@@ -95,6 +96,8 @@ def test_queue_runs_and_skips_completed(tmp_path, monkeypatch):
     ids = list(read_results(results_csv)["experiment_id"])
     assert sorted(ids) == sorted([experiments[2].experiment_id, experiments[0].experiment_id])
     assert (tmp_path / "runs" / experiments[1].experiment_id / "run.log").exists()
+    assert "--gpus 0,1 given, but this machine shows no CUDA device: the 2 runs train on the CPU, 2 at a time" \
+        in caplog.text
 
 
 def test_train_command_input_norm_flag(tmp_path):

@@ -504,3 +504,27 @@ def test_skip_with_no_readable_training_shard(tmp_path):
                        "be read, so nothing is left to replace the skipped samples with. Copy the shard again, "
                        "or rewrite the set with `specstream shard`$"):
         collect(loader)
+
+
+def test_verify_finds_changed_bytes(tmp_path, shard_dir):
+    from typer.testing import CliRunner
+
+    from specstream.cli import app
+
+    def flip_bytes(path):
+        data = bytearray(path.read_bytes())
+        data[2000:2008] = b"\xff" * 8  # inside the first flux member: the size and headers stay valid
+        path.write_bytes(bytes(data))
+
+    copy, name = damaged_copy(tmp_path, shard_dir, flip_bytes)
+    result = CliRunner().invoke(app, ["verify", str(copy)])
+    assert result.exit_code == 1
+    assert f"{name} (train): has SHA-256 " in result.output
+    assert "the manifest records" in result.output
+    n_shards = sum(len(split["shards"]) for split in read_manifest(copy)["splits"].values())
+    assert f"{n_shards - 1} of {n_shards} shards match the manifest" in result.output
+    assert CliRunner().invoke(app, ["verify", str(shard_dir)]).exit_code == 0
+    only_val = CliRunner().invoke(app, ["verify", str(copy), "--split", "val"])
+    assert only_val.exit_code == 0
+    unknown = CliRunner().invoke(app, ["verify", str(copy), "--split", "dev"])
+    assert "unknown split 'dev'; the manifest has train, val, test" in unknown.output

@@ -233,3 +233,10 @@ def test_environment_summary_fields():
         assert key in summary, key
     assert summary["cpu_count"] >= 1
     assert summary["numpy"] == np.__version__
+
+
+def test_read_results_of_empty_file(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+    with pytest.raises(ValueError, match="results file .*empty.csv is not a results CSV .*; pass the results.csv"):
+        read_results(path)

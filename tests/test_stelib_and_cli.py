@@ -62,11 +62,19 @@ def test_stelib_wrong_keys(tmp_path):
         convert_stelib(tmp_path / "out.h5", source=tmp_path / "bad.npz")
 
 
+def test_cli_synth_names_builtin_noise_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECSTREAM_DATA", str(tmp_path / "no_reference_data"))
+    result = runner.invoke(app, ["synth", str(tmp_path / "s.h5"), "--n", "8"])
+    assert result.exit_code == 0, result.output
+    assert "noise model: the built-in fit of the PFS ETC tables (within about 7 %); set SPECSTREAM_DATA" in result.output
+
+
 def test_cli_synth_and_inspect(tmp_path):
     out = tmp_path / "s.h5"
     result = runner.invoke(app, ["synth", str(out), "--n", "64", "--seed", "2"])
     assert result.exit_code == 0, result.output
     assert "wrote 64 spectra" in result.output
+    assert "noise model: " in result.output
     result = runner.invoke(app, ["inspect", str(out)])
     assert result.exit_code == 0, result.output
     assert "64 spectra x 4096 pixels" in result.output

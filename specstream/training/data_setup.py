@@ -118,6 +118,9 @@ def build_data(config, world: World, device: torch.device) -> TrainingData:
     data_path, reason = choose_data_path(config.data_path, manifest, sizes, world, device)
     if world.is_main:
         logger.info("data path %s: %s", data_path, reason)
+        if data_path == "resident" and config.read_mode != "mmap":
+            logger.info("read_mode %r applies to the streaming path only; the resident path reads each split "
+                        "once with positioned reads", config.read_mode)
     build = _resident_loaders if data_path == "resident" else _streaming_loaders
     train, val, test = build(config, manifest, world, device)
     return TrainingData(train, val, test, data_path, reason, int(manifest["n_pixels"]), sizes["train"],
