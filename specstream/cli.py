@@ -198,7 +198,8 @@ def verify(
         chosen = tuple(split) if split else None
         unknown = sorted(set(chosen or ()) - set(manifest["splits"]))
         if unknown:
-            raise ValueError(f"unknown split {unknown[0]!r}; the manifest has {', '.join(manifest['splits'])}")
+            raise ValueError(f"invalid --split {unknown[0]!r}; the manifest has the splits "
+                             f"{', '.join(manifest['splits'])}")
         total = sum(int(s["size_bytes"]) for name, entry in manifest["splits"].items()
                     if chosen is None or name in chosen for s in entry["shards"])
         with _progress_bar(total, "B", "verify") as bar:
@@ -381,7 +382,8 @@ def bench(
 
     try:
         config = BenchConfig(data=data, groups=[g.strip() for g in experiments.split(",") if g.strip()],
-                             out_dir=out, runs_dir=runs_dir, all_experiments=all_experiments, epochs=epochs, train_size=train_size,
+                             out_dir=out, runs_dir=runs_dir, all_experiments=all_experiments, epochs=epochs,
+                             train_size=train_size,
                              data_paths=[p.strip() for p in data_paths.split(",") if p.strip()], compile=compile,
                              num_workers=num_workers, reference_steps=reference_steps,
                              reference_workers=reference_workers, device=device)

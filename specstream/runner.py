@@ -68,7 +68,7 @@ def completed_ids(results_csv: Path) -> set[str]:
 
 
 def _cuda_device_count() -> int:
-    """Return the CUDA devices torch sees, 0 without CUDA."""
+    """Return the number of CUDA devices, 0 without CUDA."""
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0

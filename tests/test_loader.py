@@ -527,4 +527,4 @@ def test_verify_finds_changed_bytes(tmp_path, shard_dir):
     only_val = CliRunner().invoke(app, ["verify", str(copy), "--split", "val"])
     assert only_val.exit_code == 0
     unknown = CliRunner().invoke(app, ["verify", str(copy), "--split", "dev"])
-    assert "unknown split 'dev'; the manifest has train, val, test" in unknown.output
+    assert "invalid --split 'dev'; the manifest has the splits train, val, test" in unknown.output
