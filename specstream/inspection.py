@@ -81,7 +81,7 @@ def format_report(report: FileReport) -> str:
         snr = ", ".join(f"p{p} {v:.2f}" for p, v in report.snr_percentiles.items())
         lines.append(f"  median S/N per pixel: {snr}")
     if report.has_mask:
-        lines.append(f"  masked pixels: {100 * report.masked_fraction:.2f} %")
+        lines.append(f"  masked pixels in valid rows: {100 * report.masked_fraction:.2f} %")
     lines.append("  labels:")
     lines.extend("    " + row for row in report.label_summary.to_string(float_format="{:.4g}".format).splitlines())
     if report.problems:
