@@ -528,3 +528,15 @@ def test_verify_finds_changed_bytes(tmp_path, shard_dir):
     assert only_val.exit_code == 0
     unknown = CliRunner().invoke(app, ["verify", str(copy), "--split", "dev"])
     assert "invalid --split 'dev'; the manifest has the splits train, val, test" in unknown.output
+
+
+def test_more_shards_than_open_files(shard_dir, monkeypatch):
+    from specstream.data import blocks
+
+    expected = collect(SpectraLoader(shard_dir, "train", batch_size=16, seed=6, **SMALL))
+    monkeypatch.setattr(blocks, "MAX_OPEN_SHARDS", 1)  # every new shard closes the previous file
+    for read_mode in ("mmap", "pread"):
+        batches = collect(SpectraLoader(shard_dir, "train", batch_size=16, seed=6, read_mode=read_mode, **SMALL))
+        assert len(batches) == len(expected)
+        for ours, theirs in zip(batches, expected):
+            np.testing.assert_array_equal(ours["inputs"], theirs["inputs"])

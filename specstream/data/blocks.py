@@ -27,7 +27,7 @@ from specstream.shards import format as fmt
 
 logger = logging.getLogger(__name__)
 
-MAX_OPEN_SHARDS = 64  # file descriptors (and memory maps) kept open per reader
+MAX_OPEN_SHARDS = 64  # file descriptors kept open per reader, memory maps aside
 READ_MODES = ("mmap", "pread")  # how local shards are read by the loader; see SpectraLoader
 HEADER_PROBE_BYTES = 4096  # bytes read to parse a .npy header
 COPY_PIECE_BYTES = 16 << 20
@@ -102,9 +102,9 @@ class BlockReader:
         self._views: dict[tuple[int, str], np.ndarray] = {}
 
     def close(self) -> None:
+        """Close the files; each memory map is unmapped once no other reader or view uses it."""
         self._views.clear()
-        for shard in list(self._maps):
-            self._unmap(shard)
+        self._maps.clear()
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
@@ -184,9 +184,7 @@ class BlockReader:
             raise CorruptShardError(str(path), f"the file has {size} bytes but the manifest records {expected} "
                                     "(truncated or replaced)")
         if len(self._fds) >= MAX_OPEN_SHARDS:
-            oldest = next(iter(self._fds))
-            self._unmap(oldest)
-            os.close(self._fds.pop(oldest))
+            os.close(self._fds.pop(next(iter(self._fds))))  # its memory map, if any, stays
         self._fds[shard] = fd
         return fd
 
@@ -196,16 +194,22 @@ class BlockReader:
         A memory-mapped file that shrinks kills the process with SIGBUS at the next access to the lost pages.
         Checking before each use leaves only a file truncated in the middle of one window.
         """
-        if shard in self._fds:
-            size, expected = os.fstat(self._fds[shard]).st_size, int(self.layout.shard_sizes[shard])
-            if size != expected:
+        if shard in self._maps:
+            size = self._maps[shard].size()  # the mapped file's current size
+        elif shard in self._fds:
+            size = os.fstat(self._fds[shard]).st_size
+        else:
+            return
+        expected = int(self.layout.shard_sizes[shard])
+        if size != expected:
                 raise CorruptShardError(self.shard_label(shard), f"the file now has {size} bytes but the manifest "
                                         f"records {expected} (truncated or rewritten while in use)")
 
     def member_view(self, shard: int, block: int, role: str) -> np.ndarray:
         """Return all rows of one member of a block in a local shard, as a read-only memory-mapped array.
 
-        The view stays valid until close(), or until more than MAX_OPEN_SHARDS shards have been opened.
+        The view stays valid while the caller holds it. A reader keeps the map of every shard it has viewed
+        until close(), and each map holds a file descriptor.
         """
         key = (block, role)
         view = self._views.get(key)
@@ -214,7 +218,7 @@ class BlockReader:
         path = self.local_file(shard)
         if path is None:
             raise ValueError(f"{self.shard_label(shard)} is not a local file; read it with read_shard")
-        fd = self._open(shard, path)
+        fd = self._open(shard, path) if shard not in self._maps or key not in self._data_offsets else None
         offset = self._data_offset(fd, shard, block, role)
         if shard not in self._maps:
             self._maps[shard] = _shared_map(fd)
@@ -224,12 +228,6 @@ class BlockReader:
                              count=int(np.prod(shape, dtype=np.int64)), offset=offset).reshape(shape)
         self._views[key] = view
         return view
-
-    def _unmap(self, shard: int) -> None:
-        """Drop this reader's map of a shard and its views; the file is unmapped once no one else uses it."""
-        if self._maps.pop(shard, None) is not None:
-            for key in [key for key in self._views if int(self.layout.block_shard[key[0]]) == shard]:
-                del self._views[key]
 
     def _pread_into(self, fd: int, shard: int, target: np.ndarray, offset: int) -> None:
         if not target.flags.c_contiguous:
@@ -242,8 +240,11 @@ class BlockReader:
                 raise CorruptShardError(self.shard_label(shard), f"unexpected end of file at byte {offset + done}")
             done += count
 
-    def _data_offset(self, fd: int, shard: int, block: int, role: str) -> int:
-        """Return where the array bytes of one member start, after checking its tar and .npy headers."""
+    def _data_offset(self, fd: int | None, shard: int, block: int, role: str) -> int:
+        """Return where the array bytes of one member start, after checking its tar and .npy headers.
+
+        `fd` may be None once the offset is known.
+        """
         key = (block, role)
         if key in self._data_offsets:
             return self._data_offsets[key]
