@@ -56,7 +56,7 @@ log "bench CNN_1M and MLP_100k"
 specstream bench --data "$WORK/shards" -e CNN_1M --data-paths resident --reference-steps 10 \
     --reference-workers 8 --out "$REPORT_DIR" --runs-dir "$WORK/runs" "${EXTRA[@]}" 2>&1 | tail -12
 specstream bench --data "$WORK/shards" -e MLP_100k --train-size "$N_MLP" --data-paths resident,streaming \
-    --num-workers 6 --reference-steps 20 --reference-workers 8 --out "$REPORT_DIR" --runs-dir "$WORK/runs" "${EXTRA[@]}" \
+    --num-workers 0 --reference-steps 20 --reference-workers 8 --out "$REPORT_DIR" --runs-dir "$WORK/runs" "${EXTRA[@]}" \
     2>&1 | tail -12
 log "4-GPU scaling model from the measured CNN_1M epoch"
 "$PY" benchmarks/scaling_model.py --from-bench "$REPORT_DIR" --out-dir "$REPORT_DIR" | sed -n '6,18p'

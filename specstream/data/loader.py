@@ -81,7 +81,7 @@ class SpectraLoader:
         noise_seed: seed of the noise draw; default `seed`.
         cache_dir: copy shards of a non-local source here on first use and read the copies.
         num_threads: threads that build windows in each process (this one when num_workers is 0, else each
-            worker); default min(4, CPUs of this process) with num_workers=0, else 1.
+            worker); default min(8, CPUs of this process) with num_workers=0, else 1.
         prefetch_factor: windows each thread prepares ahead.
         timeout_s: seconds to wait for a window (from a worker or a thread) before raising; 0 waits forever.
         multiprocessing_context: start method of the worker processes ("fork", "spawn", "forkserver");
