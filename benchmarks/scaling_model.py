@@ -127,7 +127,7 @@ def format_markdown(report: dict) -> str:
         f"git {env['git_revision']}; {env['utc_time']}",
         "",
         f"CNN_1M epoch on one GPU {assumed['epoch_s_1gpu_cnn_1m']:.3g} s, {assumed['epoch_source']} (so "
-        f"{report['achieved_tflop_per_s']:.0f} TFLOP/s achieved). Assumed: fixed cost "
+        f"{report['achieved_tflop_per_s']:.3g} TFLOP/s achieved). Assumed: fixed cost "
         f"{assumed['fixed_step_ms']:g} ms per "
         f"step, all-reduce latency {assumed['latency_us']:g} us per ring step and bus bandwidth "
         f"{assumed['bus_gb_s']:g} GB/s, no overlap with the backward pass. See the script's docstring.",
