@@ -139,6 +139,7 @@ class ResidentLoader:
         stats: Mapping | None = None,
         extra_names: Sequence[str] = ("mag", "snr"),
         use_torch_twin: bool | None = None,
+        compile_draws: bool = False,
     ) -> None:
         self.device = torch.device(device)
         self.mode = validate_mode(mode)
@@ -165,6 +166,7 @@ class ResidentLoader:
         # NOTE: in mode "standardized", make_inputs_torch copies the per-pixel statistics to the device on every
         # call, which waits for the device once per batch on CUDA.
         self.use_torch_twin = self.device.type != "cpu" if use_torch_twin is None else use_torch_twin
+        self.compile_draws = compile_draws  # torch.compile the twin's generator (see kernels.torch_twin)
         self._store(part, targets, extra_names)
         self.epoch = 0
         self.batches_done = 0  # batches of the current epoch already yielded
@@ -240,7 +242,7 @@ class ResidentLoader:
         options = dict(mode=self.mode, noise_level=self.noise_level, seed=self.seed, epoch=noise_epoch,
                        sample_ids=sample_ids, stats=self.stats, mask=mask)
         if self.use_torch_twin:
-            inputs = make_inputs_torch(flux, error, **options)
+            inputs = make_inputs_torch(flux, error, compile_draws=self.compile_draws, **options)
             return Batch(inputs, take(self.labels), sample_ids,
                          {name: take(column) for name, column in self.extra.items()})
         inputs = make_inputs(flux, error, **options)

@@ -8,8 +8,10 @@ import torch
 
 from specstream.kernels import FIXED_EPOCH, INPUT_MODES, draw_normals_reference, make_inputs_reference
 from specstream.kernels.threefry import threefry2x32_numpy
+from specstream.kernels import torch_twin
 from specstream.kernels.torch_twin import (_sqrt_f32, draw_normals_torch, make_inputs_torch,
                                            threefry2x32_torch)
+from specstream.training.model_setup import compile_support
 
 N_PIXELS = 4096
 
@@ -33,7 +35,7 @@ def _batch(n=16, n_pixels=N_PIXELS):
     return flux, error, mask, ids, stats
 
 
-def _compare_on(device: str):
+def _compare_on(device: str, compile_draws: bool = False):
     flux, error, mask, ids, stats = _batch()
     for mode in INPUT_MODES:
         for dtype in (np.float16, np.float32, np.float64):
@@ -43,7 +45,8 @@ def _compare_on(device: str):
             twin = make_inputs_torch(torch.from_numpy(flux.astype(dtype)).to(device),
                                      torch.from_numpy(error.astype(dtype)).to(device),
                                      sample_ids=torch.from_numpy(ids).to(device),
-                                     mask=torch.from_numpy(mask).to(device), **kwargs)
+                                     mask=torch.from_numpy(mask).to(device), compile_draws=compile_draws,
+                                     **kwargs)
             assert twin.device.type == device
             assert twin.dtype == torch.float32
             result = twin.cpu().numpy()
@@ -100,3 +103,33 @@ def test_torch_twin_argument_errors():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_torch_twin_matches_reference_on_cuda():
     _compare_on("cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compiled_draws_match_reference_on_cuda():
+    _compare_on("cuda", compile_draws=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not compile_support(torch.device("cpu"))[0], reason="torch.compile cannot run here")
+def test_compiled_draws_match_reference_on_cpu():
+    _compare_on("cpu", compile_draws=True)  # about 25 s of compilation on 2 cores
+
+
+def test_compiled_draws_fall_back_to_eager(monkeypatch, caplog):
+    def failing_compile(function, **kwargs):
+        def run(*args):
+            raise RuntimeError("no C++ compiler")
+        return run
+
+    monkeypatch.setattr(torch_twin, "_compiled_threefry", torch_twin._CompiledThreefry())
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    flux, error, mask, ids, stats = _batch(n=4)
+    kwargs = dict(mode="flux_only", seed=3, epoch=1)
+    twin = make_inputs_torch(torch.from_numpy(flux), torch.from_numpy(error), sample_ids=torch.from_numpy(ids),
+                             compile_draws=True, **kwargs)
+    reference = make_inputs_reference(flux, error, sample_ids=ids, **kwargs)
+    assert np.array_equal(twin.numpy().view(np.uint32), reference.view(np.uint32))
+    assert "compiling the noise generator failed, drawing noise eagerly instead: no C++ compiler" in caplog.text
+    assert torch_twin._compiled_threefry.failed

@@ -13,6 +13,7 @@ import torch
 from specstream.data import SpectraLoader, read_manifest
 from specstream.data.manifest import stats_arrays
 from specstream.resident import ResidentLoader, load_rank_part, resident_bytes
+from specstream.training.model_setup import compile_support
 from specstream.world import World
 
 logger = logging.getLogger(__name__)
@@ -129,8 +130,11 @@ def build_data(config, world: World, device: torch.device) -> TrainingData:
 
 def _resident_loaders(config, manifest, world: World, device: torch.device):
     stats = stats_arrays(manifest) if config.input_mode == "standardized" else None
+    # On a GPU the torch twin draws the noise; compiling its generator fuses ~200 passes over each batch.
+    compile_draws = config.compile and device.type == "cuda" and compile_support(device)[0]
     common = dict(targets=config.targets, batch_size=config.batch_size, device=device, mode=config.input_mode,
-                  noise_level=config.noise_level, seed=config.seed, rank=world.rank, stats=stats)
+                  noise_level=config.noise_level, seed=config.seed, rank=world.rank, stats=stats,
+                  compile_draws=compile_draws)
     loaders = []
     for split in ("train", "val", "test"):
         max_samples = config.train_size if split == "train" else None
