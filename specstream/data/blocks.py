@@ -208,8 +208,8 @@ class BlockReader:
     def member_view(self, shard: int, block: int, role: str) -> np.ndarray:
         """Return all rows of one member of a block in a local shard, as a read-only memory-mapped array.
 
-        The view stays valid while the caller holds it. A reader keeps the map of every shard it has viewed
-        until close(), and each map holds a file descriptor.
+        The view stays valid as long as the caller keeps it. A reader keeps the map of every shard it has
+        viewed until close(), and each map keeps a file descriptor open.
         """
         key = (block, role)
         view = self._views.get(key)
