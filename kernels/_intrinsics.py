@@ -51,3 +51,17 @@ def f32_from_f16_bits(typingctx, bits):
         return builder.fpext(half, ir.FloatType())
 
     return signature, codegen
+
+
+@intrinsic
+def f16_bits_from_f32(typingctx, value):
+    """Round a float32 to IEEE half precision (nearest, ties to even) and return its bits as a uint16."""
+    if value != types.float32:
+        return None
+    signature = types.uint16(types.float32)
+
+    def codegen(context, builder, sig, args):
+        half = builder.fptrunc(args[0], ir.HalfType())
+        return builder.bitcast(half, ir.IntType(16))
+
+    return signature, codegen

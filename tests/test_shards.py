@@ -403,3 +403,20 @@ def test_cli_shard_drop_bad_lists_left_out_rows(tmp_path):
     assert "2 rows with non-finite flux at unmasked pixels (rows 4, 21; first at row 4, pixel 7: nan)" in result.output
     manifest = json.loads((tmp_path / "out" / fmt.MANIFEST_NAME).read_text())
     assert manifest["dropped_rows"][0]["example"] == "row 4, pixel 7: nan"
+
+
+def test_float16_rounding_matches_numpy():
+    from specstream.shards.half import round_to_float16
+
+    rng = np.random.default_rng(4)
+    exact = (rng.standard_normal((64, 257)) * 10.0 ** rng.uniform(-9, 4, (64, 257))).astype(np.float32)
+    exact[0, :8] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 65504.0, 65519.99, 2.0**-24 * 0.5]  # ties, edges, zero
+    exact[1, :3] = [5.96e-8, -3e-8, 1.0009765625 + 2.0**-12]  # subnormals and a tie to even
+    with np.errstate(over="ignore"):
+        expected = exact.astype(np.float16)
+    half, widened, overflow = round_to_float16(exact)
+    assert np.array_equal(half.view(np.uint16), expected.view(np.uint16))
+    assert np.array_equal(widened.view(np.uint32), expected.astype(np.float32).view(np.uint32))
+    assert overflow is None
+    exact[5, 9] = 70000.0
+    assert round_to_float16(exact)[2] == (5, 9)

@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from specstream.shards import format as fmt
+from specstream.shards.half import round_to_float16
 from specstream.shards.inputs import Rows
 from specstream.shards.stats import Float16Loss, TrainStats
 
@@ -177,13 +178,12 @@ class SplitWriter:
         flux, error = self.flux[:n], self.error[:n]
         if self.dtype == np.float32:
             return (flux, error), (flux, error)
-        with np.errstate(over="ignore"):  # overflow is reported below with the sample id
-            stored = (flux.astype(self.dtype), error.astype(self.dtype))
-        widened = (stored[0].astype(np.float32), stored[1].astype(np.float32))
-        for name, exact, array in (("flux", flux, widened[0]), ("error", error, widened[1])):
-            overflow = np.isfinite(exact) & ~np.isfinite(array)
-            if overflow.any():
-                row, pixel = np.argwhere(overflow)[0]
+        (flux16, flux_wide, flux_overflow), (error16, error_wide, error_overflow) = (
+            round_to_float16(flux), round_to_float16(error))
+        stored, widened = (flux16, error16), (flux_wide, error_wide)
+        for name, exact, overflow in (("flux", flux, flux_overflow), ("error", error, error_overflow)):
+            if overflow is not None:
+                row, pixel = overflow
                 raise ValueError(f"{name} value {exact[row, pixel]:.6g} of sample id {self.ids[row]} (pixel "
                                  f"{pixel}) exceeds the float16 range (max {np.finfo(np.float16).max:.0f}); "
                                  "write the shards with --dtype float32 or store flux in smaller units")
