@@ -39,6 +39,16 @@ _shared_maps: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _shared_maps_lock = threading.Lock()
 
 
+def _reset_lock_after_fork() -> None:
+    """Give a forked child (a DataLoader worker) a free lock: a parent thread may have held it at the fork."""
+    global _shared_maps_lock
+    _shared_maps_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_lock_after_fork)
+
+
 def _shared_map(fd: int) -> mmap.mmap:
     """Return a read-only memory map of the whole file `fd`, shared with other readers of the same file."""
     stat = os.fstat(fd)

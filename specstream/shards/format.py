@@ -18,6 +18,7 @@ same bytes.
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 import threading
 
@@ -94,6 +95,16 @@ def parse_tar_header(raw: bytes) -> tuple[str, int]:
 # raise "SystemError: AST constructor recursion depth mismatch" (CPython issue 106905), and the loader's
 # building threads parse headers, so they take turns.
 _header_lock = threading.Lock()
+
+
+def _reset_lock_after_fork() -> None:
+    """Give a forked child a free lock: a parent thread may have held it at the fork."""
+    global _header_lock
+    _header_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_lock_after_fork)
 
 
 def parse_npy_header(raw: bytes) -> tuple[np.dtype, tuple, int]:
