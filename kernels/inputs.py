@@ -7,8 +7,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import numba_kernels
-from .arguments import (NOISE_FREE, WHITENING, WHITENING_ERROR_FLOOR, PreparedCall, check_epoch, check_out, check_seed,
-                        prepare_call)
+from .arguments import (FLOAT_DTYPES, NOISE_FREE, WHITENING, WHITENING_ERROR_FLOOR, PreparedCall, check_epoch,
+                        check_out, check_seed, prepare_call)
 from .threads import run_in_row_blocks
 from .threefry import epoch_key
 
@@ -92,11 +92,18 @@ class RowTransform:
         float32 (n_out, n_pixels), with every out_rows value in [0, n_out).
         """
         n_rows = flux.shape[0]
-        if flux.shape != (n_rows, self.n_pixels) or error.shape != flux.shape or \
-                (mask is not None and (mask.shape != flux.shape or mask.dtype.itemsize != 1
-                                       or mask.dtype.kind not in "biu")):
-            raise ValueError(f"flux, error and mask must have shape (rows, {self.n_pixels}); got {flux.shape}, "
-                             f"{error.shape}, {None if mask is None else (mask.shape, mask.dtype)}")
+        arrays = {"flux": flux, "error": error} if mask is None else {"flux": flux, "error": error, "mask": mask}
+        for name, array in arrays.items():
+            if array.shape != (n_rows, self.n_pixels):
+                raise ValueError(f"{name} has shape {array.shape}; expected (rows, {self.n_pixels}) with the rows of "
+                                 f"flux, {n_rows}")
+            if not array.flags.c_contiguous:
+                raise ValueError(f"{name} is not C-contiguous; pass np.ascontiguousarray({name})")
+        for name, array in (("flux", flux), ("error", error)):
+            if array.dtype not in FLOAT_DTYPES:
+                raise ValueError(f"{name} has dtype {array.dtype}; expected float16, float32 or float64")
+        if mask is not None and (mask.dtype.itemsize != 1 or mask.dtype.kind not in "biu"):
+            raise ValueError(f"mask has dtype {mask.dtype}; expected bool, int8 or uint8 (non-zero = bad pixel)")
         if out.dtype != np.float32 or out.ndim != 2 or out.shape[1] != self.n_pixels or \
                 not out.flags.c_contiguous or not out.flags.writeable:
             raise ValueError(f"out must be a writeable C-contiguous float32 (n_out, {self.n_pixels}) array")

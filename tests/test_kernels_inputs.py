@@ -354,8 +354,14 @@ def test_row_transform_argument_errors():
         transform(flux, flux, ids, out, rows + 1)
     with pytest.raises(ValueError, match="out_rows must lie in"):
         transform(flux, flux, ids, out, rows - 1)
-    with pytest.raises(ValueError, match="must have shape \\(rows, 8\\)"):
+    with pytest.raises(ValueError, match="flux has shape \\(2, 9\\); expected \\(rows, 8\\)"):
         transform(np.ones((2, 9), np.float32), flux, ids, out, rows)
+    with pytest.raises(ValueError, match="mask has dtype float32; expected bool, int8 or uint8"):
+        transform(flux, flux, ids, out, rows, np.zeros((2, 8), np.float32))
+    with pytest.raises(ValueError, match="flux has dtype int32; expected float16, float32 or float64"):
+        transform(flux.astype(np.int32), flux, ids, out, rows)
+    with pytest.raises(ValueError, match="error is not C-contiguous"):
+        transform(flux, np.ones((8, 2), np.float32).T, ids, out, rows)
     with pytest.raises(ValueError, match="out must be a writeable C-contiguous float32"):
         transform(flux, flux, ids, out.astype(np.float64), rows)
     with pytest.raises(ValueError, match="sample_ids and out_rows must be \\(2,\\) int64"):

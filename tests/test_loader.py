@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -540,3 +542,27 @@ def test_more_shards_than_open_files(shard_dir, monkeypatch):
         assert len(batches) == len(expected)
         for ours, theirs in zip(batches, expected):
             np.testing.assert_array_equal(ours["inputs"], theirs["inputs"])
+
+
+def test_out_of_file_descriptors_is_not_a_corrupt_shard(tmp_path):
+    flux, error, wave = make_arrays(120, N_PIXELS, seed=9)
+    path = write_survey_file(tmp_path / "many.h5", flux, error, wave, make_labels(120, seed=9))
+    options = ShardOptions(test_size=10, val_size=10, block_size=4, shard_size_mb=0.0005, fsync=False)
+    write_shards([path], tmp_path / "shards", options)
+    assert len(read_manifest(tmp_path / "shards")["splits"]["train"]["shards"]) > 20
+    code = f"""
+import os, resource
+from specstream.data import SpectraLoader
+loader = SpectraLoader({str(tmp_path / "shards")!r}, "train", batch_size=4, on_corrupt="skip", num_threads=1)
+limit = len(os.listdir("/proc/self/fd")) + 8
+resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+try:
+    for batch in loader:
+        pass
+except OSError as exc:
+    print(type(exc).__name__, exc)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "OSError [Errno 24] cannot open or map" in result.stdout, result.stdout + result.stderr
+    assert "raise the open-file limit (ulimit -n)" in result.stdout
+    assert "corrupt shard" not in result.stdout + result.stderr  # skip must not drop healthy shards

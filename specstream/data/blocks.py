@@ -10,6 +10,7 @@ member with tarfile, one pass per shard and call, or copied once into a local ca
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import mmap
@@ -27,7 +28,7 @@ from specstream.shards import format as fmt
 
 logger = logging.getLogger(__name__)
 
-MAX_OPEN_SHARDS = 64  # file descriptors kept open per reader, memory maps aside
+MAX_OPEN_SHARDS = 64  # file descriptors kept open per reader for positioned reads; mapped shards keep none
 READ_MODES = ("mmap", "pread")  # how local shards are read by the loader; see SpectraLoader
 HEADER_PROBE_BYTES = 4096  # bytes read to parse a .npy header
 COPY_PIECE_BYTES = 16 << 20
@@ -59,6 +60,16 @@ def _shared_map(fd: int) -> mmap.mmap:
             mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
             _shared_maps[key] = mapped
         return mapped
+
+
+RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOMEM)  # out of file descriptors or memory
+
+
+def _resource_error(exc: OSError, path: Path) -> OSError:
+    """Return an OSError for running out of descriptors or memory, which is no fault of the shard."""
+    return OSError(exc.errno, f"cannot open or map {path}: {exc.strerror}. The process has run out of file "
+                   "descriptors or address space; raise the open-file limit (ulimit -n), write fewer and "
+                   "larger shards, or pass read_mode='pread'")
 
 
 class CorruptShardError(ValueError):
@@ -102,14 +113,14 @@ class BlockReader:
 
     def __init__(self, source: ShardSource, layout: SplitLayout, cache_dir: str | Path | None = None,
                  read_mode: str = "pread"):
+        self._fds: dict[int, int] = {}  # least recently used first
+        self._data_offsets: dict[tuple[int, str], int] = {}
+        self._maps: dict[int, mmap.mmap] = {}
+        self._views: dict[tuple[int, str], np.ndarray] = {}
         if read_mode not in READ_MODES:
             raise ValueError(f"read_mode must be one of {READ_MODES}, got {read_mode!r}")
         self.source, self.layout, self.read_mode = source, layout, read_mode
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self._fds: dict[int, int] = {}
-        self._data_offsets: dict[tuple[int, str], int] = {}
-        self._maps: dict[int, mmap.mmap] = {}
-        self._views: dict[tuple[int, str], np.ndarray] = {}
 
     def close(self) -> None:
         """Close the files; each memory map is unmapped once no other reader or view uses it."""
@@ -167,6 +178,9 @@ class BlockReader:
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise CorruptShardError(self.shard_label(shard), f"copy to {cached} failed ({exc})") from exc
+        except BaseException:  # an interrupt: leave no partial copy behind
+            tmp.unlink(missing_ok=True)
+            raise
         size = tmp.stat().st_size
         expected_sha256 = self.layout.shard_sha256[shard]
         problem = None
@@ -182,10 +196,14 @@ class BlockReader:
 
     def _open(self, shard: int, path: Path) -> int:
         if shard in self._fds:
-            return self._fds[shard]
+            fd = self._fds.pop(shard)
+            self._fds[shard] = fd  # now the most recently used
+            return fd
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError as exc:
+            if exc.errno in RESOURCE_ERRNOS:
+                raise _resource_error(exc, path) from exc
             raise CorruptShardError(str(path), f"cannot open it ({exc.strerror})") from exc
         size = os.fstat(fd).st_size
         expected = int(self.layout.shard_sizes[shard])
@@ -212,8 +230,8 @@ class BlockReader:
             return
         expected = int(self.layout.shard_sizes[shard])
         if size != expected:
-                raise CorruptShardError(self.shard_label(shard), f"the file now has {size} bytes but the manifest "
-                                        f"records {expected} (truncated or rewritten while in use)")
+            raise CorruptShardError(self.shard_label(shard), f"the file now has {size} bytes but the manifest "
+                                    f"records {expected} (truncated or rewritten while in use)")
 
     def member_view(self, shard: int, block: int, role: str) -> np.ndarray:
         """Return all rows of one member of a block in a local shard, as a read-only memory-mapped array.
@@ -228,10 +246,16 @@ class BlockReader:
         path = self.local_file(shard)
         if path is None:
             raise ValueError(f"{self.shard_label(shard)} is not a local file; read it with read_shard")
-        fd = self._open(shard, path) if shard not in self._maps or key not in self._data_offsets else None
-        offset = self._data_offset(fd, shard, block, role)
-        if shard not in self._maps:
-            self._maps[shard] = _shared_map(fd)
+        mapped = self._maps.get(shard)
+        if mapped is None:
+            fd = self._open(shard, path)
+            try:
+                mapped = self._maps[shard] = _shared_map(fd)
+            except OSError as exc:
+                raise _resource_error(exc, path) from exc
+            finally:
+                os.close(self._fds.pop(shard))  # a map keeps its own descriptor
+        offset = self._data_offset(mapped, shard, block, role)
         rows = int(self.layout.block_rows[block])
         shape = role_shape(self.layout, role, rows)
         view = np.frombuffer(self._maps[shard], dtype=role_dtype(self.layout, role),
@@ -250,17 +274,18 @@ class BlockReader:
                 raise CorruptShardError(self.shard_label(shard), f"unexpected end of file at byte {offset + done}")
             done += count
 
-    def _data_offset(self, fd: int | None, shard: int, block: int, role: str) -> int:
+    def _data_offset(self, file: int | mmap.mmap, shard: int, block: int, role: str) -> int:
         """Return where the array bytes of one member start, after checking its tar and .npy headers.
 
-        `fd` may be None once the offset is known.
+        `file` is an open descriptor or a memory map of the shard.
         """
         key = (block, role)
         if key in self._data_offsets:
             return self._data_offsets[key]
         offset, size = self.layout.block_members[block][role]
         name = fmt.member_name(self.layout.block_keys[block], role)
-        raw = os.pread(fd, fmt.TAR_BLOCK_BYTES + HEADER_PROBE_BYTES, offset - fmt.TAR_BLOCK_BYTES)
+        start, length = offset - fmt.TAR_BLOCK_BYTES, fmt.TAR_BLOCK_BYTES + HEADER_PROBE_BYTES
+        raw = os.pread(file, length, start) if isinstance(file, int) else file[start:start + length]
         try:
             found_name, found_size = fmt.parse_tar_header(raw[:fmt.TAR_BLOCK_BYTES])
             dtype, shape, header_bytes = fmt.parse_npy_header(raw[fmt.TAR_BLOCK_BYTES:])

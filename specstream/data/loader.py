@@ -69,8 +69,8 @@ class SpectraLoader:
         pin_memory: put batches in page-locked memory (ignored without CUDA).
         drop_last: default True for the training split and False otherwise; see `schedule`.
         on_corrupt: "raise" stops at a corrupt shard with an error naming it. "skip" replaces its samples
-            by other samples of the same window in the training split, and marks them as padding (sample
-            id -1) in val and test. `n_skipped` counts them.
+            by other samples of the same window when shuffling (the training split's default), and marks
+            them as padding (sample id -1) otherwise (val and test). `n_skipped` counts them.
         shuffle: default True for the training split only.
         shuffle_window: samples shuffled together, rounded up to a multiple of batch_size. It sets the
             memory: each output window in flight takes shuffle_window * n_pixels * 4 bytes (128 MiB with the
