@@ -10,6 +10,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from specstream.atomic import write_text_atomically
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -53,18 +55,10 @@ def environment() -> dict:
     }
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same directory, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
 def save_report(name: str, report: dict, markdown: str, directory: Path = RESULTS_DIR) -> tuple[Path, Path]:
     """Save `report` as DIRECTORY/NAME.json and `markdown` as DIRECTORY/NAME.md, and return both paths."""
     json_path = Path(directory) / f"{name}.json"
     markdown_path = Path(directory) / f"{name}.md"
-    write_atomic(json_path, json.dumps(report, indent=2) + "\n")
-    write_atomic(markdown_path, markdown)
+    write_text_atomically(json_path, json.dumps(report, indent=2) + "\n")
+    write_text_atomically(markdown_path, markdown)
     return json_path, markdown_path

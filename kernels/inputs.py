@@ -48,7 +48,7 @@ def make_inputs(flux, error, *, mode: str, noise_level: float = 1.0, seed: int, 
 
     def process_rows(start: int, stop: int) -> None:
         mask_block = None if call.mask is None else call.mask[start:stop]
-        transform._run(call.flux[start:stop], call.error[start:stop], call.sample_ids[start:stop], call.out,
+        transform.run_unchecked(call.flux[start:stop], call.error[start:stop], call.sample_ids[start:stop], call.out,
                        rows[start:stop], mask_block)
 
     run_in_row_blocks(process_rows, call.out.shape[0], num_threads)
@@ -112,9 +112,14 @@ class RowTransform:
             raise ValueError(f"sample_ids and out_rows must be ({n_rows},) int64")
         if n_rows and (out_rows.min() < 0 or out_rows.max() >= out.shape[0]):
             raise ValueError(f"out_rows must lie in [0, {out.shape[0]}), the rows of out")
-        self._run(flux, error, sample_ids, out, out_rows, None if mask is None else mask.view(np.uint8))
+        self.run_unchecked(flux, error, sample_ids, out, out_rows, None if mask is None else mask.view(np.uint8))
 
-    def _run(self, flux, error, sample_ids, out, out_rows, mask) -> None:
+    def run_unchecked(self, flux, error, sample_ids, out, out_rows, mask) -> None:
+        """Do what calling does, without the argument checks (about 6 us a call), and with a uint8 mask.
+
+        For callers that build the arrays to fit, as the streaming loader does. An out_rows value outside
+        `out` writes to memory that `out` does not own.
+        """
         flux_view, error_view = _kernel_view(flux), _kernel_view(error)
         if self.mode_code == NOISE_FREE:
             numba_kernels.noise_free_rows(flux_view, error_view, mask, out, out_rows)

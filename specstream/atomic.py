@@ -45,10 +45,15 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *, fsync: bool = Fal
 
 
 def fsync_directory(directory: str | os.PathLike) -> None:
-    """Sync a directory's entries (a rename in it) to disk."""
-    descriptor = os.open(directory, os.O_RDONLY)
+    """Sync a directory's entries (a rename in it) to disk; do nothing where directories cannot be synced."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
     try:
         os.fsync(descriptor)
+    except OSError:
+        pass
     finally:
         os.close(descriptor)
 

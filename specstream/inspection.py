@@ -45,8 +45,7 @@ def inspect_file(path: str | Path, chunk_size: int = 4096,
     summary.insert(1, "n_nan", labels.isna().sum())
     problems: list[Problem] = []
     snr_parts, n_masked, n_bad = [], 0, 0
-    for chunk in iter_chunks([info.path], chunk_size=chunk_size, on_bad="drop", problems=problems,
-                             log_dropped=False):
+    for chunk in iter_chunks([info.path], chunk_size=chunk_size, on_bad="drop", problems=problems):
         good = chunk.mask == 0 if chunk.mask is not None else np.ones(chunk.flux.shape, bool)
         ratio = np.where(good, chunk.flux / chunk.error, np.nan)
         snr_parts.append(np.nanmedian(ratio, axis=1))

@@ -326,3 +326,13 @@ def test_writer_flat_layout(tmp_path):
 def test_writer_unknown_layout(tmp_path):
     with pytest.raises(ValueError, match="layout must be one of \\['flat', 'survey'\\], got 'csv'"):
         SurveyWriter(tmp_path / "x.h5", 3, np.arange(4.0), layout="csv")
+
+
+def test_dropped_rows_logged_without_list(survey_file, caplog):
+    flux, error, _ = make_arrays(40, 64)
+    flux[3, 0] = np.nan
+    path = survey_file(flux=flux, error=error)
+    chunks = list(iter_chunks([path], on_bad="drop"))
+    assert sum(c.n_dropped for c in chunks) == 1
+    assert "left out " in caplog.text
+    assert "1 row with non-finite flux at unmasked pixels (rows 3; first at row 3, pixel 0: nan)" in caplog.text

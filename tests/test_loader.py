@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -566,3 +568,24 @@ except OSError as exc:
     assert "OSError [Errno 24] cannot open or map" in result.stdout, result.stdout + result.stderr
     assert "raise the open-file limit (ulimit -n)" in result.stdout
     assert "corrupt shard" not in result.stdout + result.stderr  # skip must not drop healthy shards
+
+
+def test_fork_safe_lock_free_in_child():
+    from specstream.locks import ForkSafeLock
+
+    lock = ForkSafeLock()
+    with lock:  # held by this thread while the child is forked
+        pid = os.fork()
+        if pid == 0:  # the child: entering the lock must not wait for the parent's thread
+            with lock:
+                os._exit(0)
+    for _ in range(200):  # wait up to 10 s, then kill a child stuck on the lock
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child waited for a lock held by a thread of its parent")
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from specstream.data.manifest import ShardSource, SplitLayout
+from specstream.data.manifest import ShardSource, SplitLayout, content_mismatch
+from specstream.locks import ForkSafeLock
 from specstream.shards import format as fmt
 
 logger = logging.getLogger(__name__)
@@ -37,17 +38,7 @@ COPY_PIECE_BYTES = 16 << 20
 # Memory maps shared by the readers of a process, keyed by file identity, so that the building threads
 # fault each page of a shard into the page tables once. A map is unmapped when its last user drops it.
 _shared_maps: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
-_shared_maps_lock = threading.Lock()
-
-
-def _reset_lock_after_fork() -> None:
-    """Give a forked child (a DataLoader worker) a free lock: a parent thread may have held it at the fork."""
-    global _shared_maps_lock
-    _shared_maps_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_lock_after_fork)
+_shared_maps_lock = ForkSafeLock()
 
 
 def _shared_map(fd: int) -> mmap.mmap:
@@ -181,16 +172,11 @@ class BlockReader:
         except BaseException:  # an interrupt: leave no partial copy behind
             tmp.unlink(missing_ok=True)
             raise
-        size = tmp.stat().st_size
-        expected_sha256 = self.layout.shard_sha256[shard]
-        problem = None
-        if size != self.layout.shard_sizes[shard]:
-            problem = f"copied {size} bytes, the manifest records {self.layout.shard_sizes[shard]}"
-        elif expected_sha256 and digest.hexdigest() != expected_sha256:
-            problem = f"the copy has SHA-256 {digest.hexdigest()}, the manifest records {expected_sha256}"
+        problem = content_mismatch(tmp.stat().st_size, digest.hexdigest(), int(self.layout.shard_sizes[shard]),
+                                   self.layout.shard_sha256[shard])
         if problem:
             tmp.unlink()
-            raise CorruptShardError(self.shard_label(shard), problem)
+            raise CorruptShardError(self.shard_label(shard), f"the copy {problem}")
         os.replace(tmp, cached)
         logger.info("copied %s to %s", self.shard_label(shard), cached)
 

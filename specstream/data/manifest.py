@@ -189,6 +189,18 @@ class SplitLayout:
                    np.dtype(manifest["dtype"]), bool(manifest["has_mask"]), list(manifest["label_names"]))
 
 
+def content_mismatch(size: int, sha256: str, expected_size: int, expected_sha256: str | None) -> str:
+    """Return how a shard's size and SHA-256 differ from its manifest entry, or "" when they match.
+
+    Without a recorded SHA-256 only the size is compared.
+    """
+    if size != expected_size:
+        return f"has {size} bytes, the manifest records {expected_size}"
+    if expected_sha256 and sha256 != expected_sha256:
+        return f"has SHA-256 {sha256}, the manifest records {expected_sha256}"
+    return ""
+
+
 def stats_arrays(manifest: dict) -> dict:
     """Return the manifest's per-pixel training statistics as float32 arrays, the form the kernels take."""
     return {key: np.asarray(manifest["stats"][key], dtype=np.float32)

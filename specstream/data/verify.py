@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from specstream.data.manifest import read_manifest, resolve_source
+from specstream.data.manifest import content_mismatch, read_manifest, resolve_source
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +61,7 @@ def _check_one(source, shard: dict, progress: Callable[[int], None] | None) -> s
                     progress(len(piece))
     except OSError as exc:
         return f"cannot be read ({exc})"
-    expected_size, expected_sha256 = int(shard["size_bytes"]), shard.get("sha256")
-    if size != expected_size:
-        return f"has {size} bytes, the manifest records {expected_size}"
-    if expected_sha256 and digest.hexdigest() != expected_sha256:
-        return f"has SHA-256 {digest.hexdigest()}, the manifest records {expected_sha256}"
-    if not expected_sha256:
-        return "the manifest records no SHA-256 to compare with"
-    return ""
+    problem = content_mismatch(size, digest.hexdigest(), int(shard["size_bytes"]), shard.get("sha256"))
+    if not problem and not shard.get("sha256"):
+        problem = "the manifest records no SHA-256 to compare with"
+    return problem

@@ -72,13 +72,13 @@ def check_same_grid(files: list[SurveyFile], rtol: float = 1e-7) -> None:
 
 def iter_chunks(
     paths: Iterable[str | Path], chunk_size: int = DEFAULT_CHUNK_SIZE, on_bad: str = "raise",
-    required_labels: tuple = REQUIRED_LABELS, problems: list[Problem] | None = None, log_dropped: bool = True,
+    required_labels: tuple = REQUIRED_LABELS, problems: list[Problem] | None = None,
 ) -> Iterator[Chunk]:
     """Yield validated chunks of spectra from several files, in file order then row order.
 
     on_bad="raise" stops at the first chunk with a bad row, naming file, key, rows and count.
-    on_bad="drop" leaves bad rows out, logs them (unless `log_dropped` is False), and appends a Problem per
-    kind to `problems` when given.
+    on_bad="drop" leaves bad rows out. It appends a Problem per kind to `problems` when given, and logs
+    them as warnings otherwise.
     """
     if on_bad not in ON_BAD_CHOICES:
         raise ValueError(f"on_bad must be one of {ON_BAD_CHOICES}, got {on_bad!r}")
@@ -89,11 +89,11 @@ def iter_chunks(
         raise ValueError("no input files given")
     check_same_grid(files)
     for info in files:
-        yield from _iter_file(info, chunk_size, on_bad, required_labels, problems, log_dropped)
+        yield from _iter_file(info, chunk_size, on_bad, required_labels, problems)
 
 
 def _iter_file(info: SurveyFile, chunk_size: int, on_bad: str, required_labels: tuple,
-               problems: list[Problem] | None, log_dropped: bool) -> Iterator[Chunk]:
+               problems: list[Problem] | None) -> Iterator[Chunk]:
     labels = read_labels(info.path, info)
     found: dict[tuple, Problem] = {}
     with h5py.File(info.path, "r") as handle:
@@ -119,9 +119,9 @@ def _iter_file(info: SurveyFile, chunk_size: int, on_bad: str, required_labels: 
             yield Chunk(flux, error, mask, chunk_labels.reset_index(drop=True), info.path, rows,
                         n_dropped=int((~good).sum()))
     for problem in found.values():
-        if log_dropped:
+        if problems is None:
             logger.warning("left out %s", problem.message())
-        if problems is not None:
+        else:
             problems.append(problem)
 
 

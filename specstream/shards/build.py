@@ -20,13 +20,14 @@ from typing import Callable
 
 import numpy as np
 
+from specstream.atomic import fsync_directory
 from specstream.io import ON_BAD_CHOICES
 from specstream.shards import format as fmt
 from specstream.shards.inputs import InputSet, ProblemLog
 from specstream.shards.progress import PROGRESS_NAME, Progress, SplitProgress, load_progress, save_progress
 from specstream.shards.split import SplitRule, resolve_size
 from specstream.shards.stats import Float16Loss, TrainStats
-from specstream.shards.writer import TMP_SUFFIX, ShardFinalizer, SplitWriter, sha256_file, sync_directory
+from specstream.shards.writer import TMP_SUFFIX, ShardFinalizer, SplitWriter, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ def _write_manifest(out_dir: Path, manifest: dict, fsync: bool) -> None:
             os.fsync(handle.fileno())
     os.replace(tmp, out_dir / fmt.MANIFEST_NAME)
     if fsync:
-        sync_directory(out_dir)
+        fsync_directory(out_dir)
 
 
 def write_shards(inputs: list[str | Path], out: str | Path, options: ShardOptions | None = None, *,

@@ -18,11 +18,11 @@ same bytes.
 from __future__ import annotations
 
 import io
-import os
 import tarfile
-import threading
 
 import numpy as np
+
+from specstream.locks import ForkSafeLock
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -91,20 +91,9 @@ def parse_tar_header(raw: bytes) -> tuple[str, int]:
     return info.name, info.size
 
 
-# NumPy parses .npy headers with ast.literal_eval. On Python 3.11, two threads in the AST builder at once can
-# raise "SystemError: AST constructor recursion depth mismatch" (CPython issue 106905), and the loader's
-# building threads parse headers, so they take turns.
-_header_lock = threading.Lock()
-
-
-def _reset_lock_after_fork() -> None:
-    """Give a forked child a free lock: a parent thread may have held it at the fork."""
-    global _header_lock
-    _header_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_lock_after_fork)
+# NumPy parses .npy headers with ast.literal_eval. On Python 3.11, two threads building ASTs at once can
+# raise "SystemError: AST constructor recursion depth mismatch", so the loader's threads take turns here.
+_header_lock = ForkSafeLock()
 
 
 def parse_npy_header(raw: bytes) -> tuple[np.dtype, tuple, int]:

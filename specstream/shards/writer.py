@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from specstream.atomic import fsync_directory
 from specstream.shards import format as fmt
 from specstream.shards.half import round_to_float16
 from specstream.shards.inputs import Rows
@@ -35,20 +36,6 @@ def sha256_file(path: Path) -> str:
         while piece := handle.read(HASH_READ_BYTES):
             digest.update(piece)
     return digest.hexdigest()
-
-
-def sync_directory(path: Path) -> None:
-    """fsync a directory so that renames inside it survive a crash (POSIX; a no-op where unsupported)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class ShardFinalizer:
@@ -81,7 +68,7 @@ class ShardFinalizer:
         entry["sha256"] = sha256_file(tmp)
         os.replace(tmp, final)
         if self.fsync:
-            sync_directory(self.out_dir)
+            fsync_directory(self.out_dir)
         if after is not None:
             after()
 
