@@ -31,7 +31,7 @@ GROUPS: dict[str, dict] = {
     # MLP reached validation R^2 ~ 0.24 with input standardisation and lr 3e-4, and stayed at ~ 0 without it.
     "DEMO_MLP": {"models": ["mlp_2L_256"], "inputs": ["flux_only", "whitening"],
                  "epochs": 15, "batch_size": 256, "lr": 3e-4, "train_size": None, "input_norm": True},
-    # The CNN runs at about 250 spectra/s on 2 CPU cores, so the demo affords it 5 epochs on one input.
+    # The CNN runs at about 270 spectra/s on 2 CPU cores, so the demo affords it 5 epochs on one input.
     "DEMO_CNN": {"models": ["cnn_4L_k5_bn"], "inputs": ["whitening"],
                  "epochs": 5, "batch_size": 256, "lr": 1e-3, "train_size": None, "input_norm": True},
 }
