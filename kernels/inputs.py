@@ -111,7 +111,8 @@ class RowTransform:
                 or out_rows.dtype != np.int64:
             raise ValueError(f"sample_ids and out_rows must be ({n_rows},) int64")
         if n_rows and (out_rows.min() < 0 or out_rows.max() >= out.shape[0]):
-            raise ValueError(f"out_rows must lie in [0, {out.shape[0]}), the rows of out")
+            raise ValueError(f"invalid out_rows from {out_rows.min()} to {out_rows.max()}; expected values in "
+                             f"[0, {out.shape[0]}), the rows of out")
         self.run_unchecked(flux, error, sample_ids, out, out_rows, None if mask is None else mask.view(np.uint8))
 
     def run_unchecked(self, flux, error, sample_ids, out, out_rows, mask) -> None:

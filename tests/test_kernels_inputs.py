@@ -350,9 +350,9 @@ def test_row_transform_argument_errors():
     flux = np.ones((2, 8), np.float32)
     ids, rows = np.arange(2, dtype=np.int64), np.arange(2, dtype=np.int64)
     out = np.empty((2, 8), np.float32)
-    with pytest.raises(ValueError, match="out_rows must lie in \\[0, 2\\), the rows of out"):
+    with pytest.raises(ValueError, match="invalid out_rows from 1 to 2; expected values in \\[0, 2\\), the rows of out"):
         transform(flux, flux, ids, out, rows + 1)
-    with pytest.raises(ValueError, match="out_rows must lie in"):
+    with pytest.raises(ValueError, match="invalid out_rows from -1 to 0"):
         transform(flux, flux, ids, out, rows - 1)
     with pytest.raises(ValueError, match="flux has shape \\(2, 9\\); expected \\(rows, 8\\)"):
         transform(np.ones((2, 9), np.float32), flux, ids, out, rows)

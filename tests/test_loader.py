@@ -546,7 +546,7 @@ def test_more_shards_than_open_files(shard_dir, monkeypatch):
             np.testing.assert_array_equal(ours["inputs"], theirs["inputs"])
 
 
-def test_out_of_file_descriptors_is_not_a_corrupt_shard(tmp_path):
+def test_descriptor_exhaustion_not_corrupt(tmp_path):
     flux, error, wave = make_arrays(120, N_PIXELS, seed=9)
     path = write_survey_file(tmp_path / "many.h5", flux, error, wave, make_labels(120, seed=9))
     options = ShardOptions(test_size=10, val_size=10, block_size=4, shard_size_mb=0.0005, fsync=False)

@@ -378,7 +378,7 @@ def test_config_defaults_are_reference_protocol():
 
 def test_parser_defaults_match_config():
     config = config_from_args(build_parser().parse_args(["--data", "d"]))
-    assert config.input_norm is False  # raw input unless --input-norm, as TrainConfig and the README say
+    assert config.input_norm is False  # raw input unless --input-norm, as TrainConfig and the README document
     assert config.compile is True
     assert config == TrainConfig(data="d")
     assert config_from_args(build_parser().parse_args(["--data", "d", "--input-norm"])).input_norm is True

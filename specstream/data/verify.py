@@ -31,7 +31,7 @@ class ShardCheck:
 
 def verify_shards(source, splits: tuple[str, ...] | None = None,
                   progress: Callable[[int], None] | None = None) -> list[ShardCheck]:
-    """Read every shard of `source` (a shard directory or URL, as SpectraLoader takes); compare with the manifest.
+    """Read every shard of `source` (any form SpectraLoader accepts) and compare it with the manifest.
 
     `progress` is called with the bytes read. Returns one ShardCheck per shard, in manifest order.
     """

@@ -102,13 +102,13 @@ class ReadBuffers:
 
     def __init__(self, reader: BlockReader, window_rows: int):
         self.reader, self.layout, self.window_rows = reader, reader.layout, window_rows
-        layout = reader.layout
-        self.small = allocate(layout, window_rows, SMALL_ROLES)
-        self.chunk = allocate(layout, CHUNK_ROWS, PIXEL_ROLES)
+        self.small = allocate(self.layout, window_rows, SMALL_ROLES)
+        self.chunk = allocate(self.layout, CHUNK_ROWS, PIXEL_ROLES)
         self._whole: dict | None = None
 
     @property
     def whole(self) -> dict:
+        """Buffers for the pixel members of a whole window, allocated on first use."""
         if self._whole is None:
             self._whole = allocate(self.layout, self.window_rows, PIXEL_ROLES)
         return self._whole

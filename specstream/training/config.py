@@ -67,8 +67,8 @@ class TrainConfig:
     """DataLoader worker processes per rank on the streaming data path; 0 builds batches on threads, which
     measured about 3x faster than 2 worker processes on a 2-core machine."""
     read_mode: str = "mmap"
-    """How the streaming path reads local shards: mmap (memory maps, no copy) or pread (positioned reads, for
-    file systems where mapping files is unwise)."""
+    """Read method of the streaming path for local shards: mmap (memory maps, no copy) or pread (positioned
+    reads, for file systems where mapping files is unwise)."""
     cache_dir: Path | None = None
     """Folder where shards of a pipe: or http source are copied on first use, so that each is fetched once."""
     compile: bool = True
