@@ -68,7 +68,11 @@ class StandInGenerator:
             self.names, teff, labels["log_g"].to_numpy(), labels["M_H"].to_numpy(),
             labels["a_M"].to_numpy(), labels["C_M"].to_numpy(),
         )
-        tau_rest = strengths @ self.profiles  # (n, n_rest)
+        # A BLAS matrix product may sum in another order for another number of rows and change the last bit
+        # of some values. Adding the components one by one keeps each spectrum independent of the chunk size.
+        tau_rest = np.zeros((len(teff), self.profiles.shape[1]))  # (n, n_rest)
+        for component in range(len(self.names)):
+            tau_rest += strengths[:, component, None] * self.profiles[component]
         one_plus_z = 1.0 + labels["redshift"].to_numpy()[:, None]
         rest_wave = self.wave[None, :] / one_plus_z  # (n, 4096)
         position = (rest_wave - self.rest[0]) / (self.rest[1] - self.rest[0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -36,3 +38,13 @@ def test_kernels_importable_as_subpackage():
     import specstream.kernels
 
     assert Path(specstream.kernels.__file__).resolve().parent == ROOT / "kernels"
+
+
+def test_kernels_refuse_a_top_level_import(tmp_path: Path):
+    """`import kernels` from the repository root would cache compiled code that specstream.kernels can't load."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", "import kernels"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "imported as 'kernels'; import them as specstream.kernels" in result.stderr
+    assert not any(tmp_path.rglob("*.nbi"))
