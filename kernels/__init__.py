@@ -8,9 +8,8 @@ the NumPy twin and `torch_twin` the torch one, with the same results to the bit 
 """
 
 if __name__ != "specstream.kernels":
-    # Numba keys its on-disk cache (kernels/__pycache__) by source file, not by module name. Compiled code
-    # cached under another name, such as a top-level "kernels" found from the repository root, names
-    # that module, and specstream.kernels then fails to load it with "No module named 'kernels'".
+    # Numba keys its cache in kernels/__pycache__ by source file, not by module name. Code cached under the
+    # name "kernels" makes specstream.kernels fail later with "No module named 'kernels'".
     raise ImportError(
         f"specstream's kernels were imported as {__name__!r}; import them as specstream.kernels "
         "(pip install -e . from the repository root makes it importable)"

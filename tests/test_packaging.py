@@ -40,8 +40,8 @@ def test_kernels_importable_as_subpackage():
     assert Path(specstream.kernels.__file__).resolve().parent == ROOT / "kernels"
 
 
-def test_kernels_refuse_a_top_level_import(tmp_path: Path):
-    """`import kernels` from the repository root would cache compiled code that specstream.kernels can't load."""
+def test_kernels_reject_top_level_import(tmp_path: Path):
+    """Check that `import kernels` fails before Numba caches code that specstream.kernels could not load."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_CACHE_DIR": str(tmp_path)}
     result = subprocess.run([sys.executable, "-c", "import kernels"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=120)
