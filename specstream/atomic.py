@@ -25,7 +25,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *, fsync: bool = Fal
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give a file name")
+    make_folder(path.parent)
     # Unlike tempfile.mkstemp (mode 0600), mode 0666 under the umask gives the file the permissions of
     # any other file the user writes, which matters for results shared with a group.
     temporary = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
@@ -42,6 +44,20 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *, fsync: bool = Fal
         raise
     if fsync:
         fsync_directory(path.parent)
+
+
+def make_folder(path: str | os.PathLike) -> Path:
+    """Create folder `path` and its parents if missing, and return it as a Path.
+
+    Raises ValueError naming the file found where a folder is needed.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:
+        blocking_file = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+        raise ValueError(f"failed to create folder {path}: {blocking_file} is a file; choose another path") from error
+    return path
 
 
 def fsync_directory(directory: str | os.PathLike) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from specstream.atomic import write_text_atomically
+from specstream.atomic import make_folder, write_text_atomically
 from specstream.data import read_manifest
 from specstream.groups import Experiment, expand, load_groups
 from specstream.models import build_model
@@ -191,7 +191,7 @@ def format_report(report: dict) -> str:
 
 
 def _write_report(out_dir: Path, stamp: str, report: dict) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     for suffix, text in ((".json", json.dumps(report, indent=2, default=str)), (".md", format_report(report))):
         path = write_text_atomically(out_dir / f"bench-{stamp}{suffix}", text)
         logger.info("wrote %s", path)

@@ -50,10 +50,14 @@ def synth(
     chunk_size: int = typer.Option(2048, "--chunk-size", min=1, help="Spectra generated and written per block."),
     layout: str = typer.Option("survey", "--layout", help="survey: the simulator's layout with a pandas label "
                                "table; flat: root datasets and a group of label columns (no PyTables needed)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT when it exists."),
 ) -> None:
     """Write stand-in spectra (a label-dependent toy model with PFS MR noise-model errors)."""
     from specstream.noise_model import load_noise_model
     from specstream.synth import write_synth
+
+    if out.is_file() and not overwrite:
+        _fail(ValueError(f"{out} exists; pass --overwrite to replace it, or choose another file name"))
 
     with _progress_bar(n, "spec", "synth") as bar:
         try:
@@ -155,11 +159,14 @@ def run(
     results_csv = results or out / "results.csv"
     typer.echo(f"{len(todo)} experiments on {', '.join('GPU ' + g for g in gpu_list) if gpu_list else 'the CPU'}"
                f"; results in {results_csv}")
-    outcomes = run_experiments(todo, data=data, out_dir=out, results_csv=results_csv, gpus=gpu_list,
-                               extra_args=shlex.split(train_args), train_size_cap=_train_split_size(data),
-                               on_finish=lambda o: typer.echo(
-                                   f"{o.experiment.experiment_id}: {'done' if o.returncode == 0 else 'FAILED'} "
-                                   f"in {o.seconds:.0f} s (log {o.log_path})"))
+    try:
+        outcomes = run_experiments(todo, data=data, out_dir=out, results_csv=results_csv, gpus=gpu_list,
+                                   extra_args=shlex.split(train_args), train_size_cap=_train_split_size(data),
+                                   on_finish=lambda o: typer.echo(
+                                       f"{o.experiment.experiment_id}: {'done' if o.returncode == 0 else 'FAILED'} "
+                                       f"in {o.seconds:.0f} s (log {o.log_path})"))
+    except ValueError as exc:
+        _fail(exc)
     failed = [o for o in outcomes if o.returncode not in (0, None)]
     if failed:
         typer.echo(f"{len(failed)} of {len(outcomes)} experiments failed", err=True)
@@ -260,6 +267,13 @@ def shard(
             result = write_shards(inputs, out, options, resume=resume, overwrite=overwrite, progress=bar.update)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
+    except (KeyboardInterrupt, SystemError) as exc:
+        # Ctrl-C inside a Numba function can surface as a SystemError whose context is the KeyboardInterrupt.
+        if isinstance(exc, SystemError) and not isinstance(exc.__context__, KeyboardInterrupt):
+            raise
+        typer.echo(f"interrupted; closed shards in {out} are kept: rerun the same command with --resume to "
+                   "continue", err=True)
+        raise typer.Exit(code=130)
     splits = result.manifest["splits"]
     counts = ", ".join(f"{name} {split['n_samples']} in {len(split['shards'])} shards"
                        for name, split in splits.items())

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from specstream.atomic import atomic_write, write_text_atomically
+from specstream.atomic import atomic_write, make_folder, write_text_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def append_result(csv_path: str | os.PathLike, row: Mapping[str, object]) -> Non
     formatted = {key: _format_value(key, value) for key, value in row.items()}
     if not formatted.get("experiment_id"):
         raise ValueError(f"the row for {csv_path} has no experiment_id; set row['experiment_id']")
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(csv_path.parent)
 
     # Limitation: flock does not exclude writers on other hosts on some network file systems.
     with _exclusive_lock(csv_path):
@@ -187,7 +187,7 @@ class JsonlLog:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent)
         self._stream = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: Mapping[str, object]) -> None:

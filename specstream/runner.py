@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from specstream.atomic import make_folder
 from specstream.groups import Experiment
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def run_experiments(experiments: list[Experiment], *, data: str, out_dir: Path, 
                     gpus: list[str] | None, extra_args: list[str] = (), train_size_cap: int | None = None,
                     on_finish: Callable[[Outcome], None] | None = None) -> list[Outcome]:
     """Run `experiments`, at most one per GPU in `gpus` at a time (one at a time when `gpus` is None)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     done = completed_ids(results_csv)
     queue = []
     outcomes = []
@@ -131,7 +132,7 @@ def run_experiments(experiments: list[Experiment], *, data: str, out_dir: Path, 
 def _start(experiment: Experiment, slot, data, out_dir, results_csv, extra_args, train_size_cap) -> tuple:
     command = train_command(experiment, data, out_dir, results_csv, extra_args, train_size_cap)
     log_path = out_dir / experiment.experiment_id / "run.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(log_path.parent)
     env = dict(os.environ)
     if slot is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(slot)

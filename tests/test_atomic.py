@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from specstream.atomic import atomic_write, write_text_atomically
+from specstream.atomic import atomic_write, make_folder, write_text_atomically
 
 
 def test_replaces_whole_file_and_leaves_no_temporary(tmp_path):
@@ -43,3 +43,22 @@ def test_mode_must_write(tmp_path):
     with pytest.raises(ValueError, match="atomic_write mode must be 'w' or 'wb', got 'a'"):
         with atomic_write(tmp_path / "x", "a"):
             pass
+
+
+def test_make_folder_names_blocking_file(tmp_path):
+    (tmp_path / "results").write_text("not a folder")
+    for target in (tmp_path / "results", tmp_path / "results" / "run1"):
+        with pytest.raises(ValueError, match=f"failed to create folder {target}: {tmp_path / 'results'} is a file"):
+            make_folder(target)
+
+
+def test_make_folder_creates_parents(tmp_path):
+    assert make_folder(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+    assert (tmp_path / "a" / "b").is_dir()
+
+
+def test_atomic_write_rejects_folder_target(tmp_path):
+    with pytest.raises(ValueError, match="is a folder; give a file name"):
+        with atomic_write(tmp_path):
+            pass
+    assert list(tmp_path.iterdir()) == []

@@ -21,6 +21,7 @@ from specstream.baselines import (
     RidgePath,
     accumulate,
     collect_subsample,
+    fit_lightgbm,
     parse_gate_labels,
     random_splits,
     rebin_pixels,
@@ -410,6 +411,25 @@ def test_lightgbm_run_learns_and_saves(tmp_path):
     assert len(load_predictions(run_dir / "test_predictions.npz")) == 300
 
 
+def test_round_limit_warning_names_options(caplog):
+    import re
+
+    import typer
+
+    data = toy_data(n=600, n_pixels=8)
+    settings = BoostingSettings(max_train=300, num_leaves=(7,), max_rounds=3, early_stopping_rounds=50,
+                                num_threads=1)
+    with caplog.at_level("WARNING", logger="specstream.baselines.boosting"):
+        fit_lightgbm(data, target="log_g", settings=settings)
+    warnings = [record.getMessage() for record in caplog.records if "used all 3 rounds" in record.getMessage()]
+    assert len(warnings) == 1
+    named = set(re.findall(r"--[a-z][a-z-]*", warnings[0]))
+    assert named
+    baseline_command = typer.main.get_command(app).commands["baseline"]
+    existing = {option for parameter in baseline_command.params for option in parameter.opts}
+    assert named <= existing, named - existing
+
+
 def test_boosting_settings_reject_bad_values():
     with pytest.raises(ValueError, match="max_train must be >= 2"):
         BoostingSettings(max_train=1)
@@ -512,6 +532,36 @@ def test_shard_splits_match_array_splits(shard_dir):
         next(shards.batches("train", labels=("nope",)))
 
 
+def test_shard_subsample_keeps_max_samples(shard_dir):
+    # The shard split and the subsample both default to seed 0, and the split puts the 160 of 400 ids with the
+    # smallest (seed, id) keys into test and val. A subsample hash equal to that key would find no training id
+    # below 50 / 240.
+    from specstream.baselines.shard_data import ShardSplits
+
+    shards = ShardSplits(shard_dir, batch_size=50)
+    for max_samples in (50, 120, 200):
+        inputs, labels, ids = collect_subsample(shards, "train", labels=("log_g",), max_samples=max_samples, seed=0)
+        assert len(ids) == max_samples
+        assert len(np.unique(ids)) == max_samples
+        assert inputs.shape == (max_samples, 32)
+        assert labels["log_g"].shape == (max_samples,)
+    everything = {int(i): row for batch in shards.batches("train", labels=("log_g",)) for i, row in
+                  zip(batch.sample_ids, batch.inputs)}
+    for sample_id, row in zip(ids, inputs):
+        np.testing.assert_array_equal(row, everything[int(sample_id)])
+
+
+def test_hash_uniform_on_train_split():
+    from specstream.shards.split import SplitRule
+
+    ids = np.arange(20_000)
+    codes = SplitRule.build(0, len(ids), 4_000, 4_000).assign(ids)
+    train_ids = ids[codes == 0]
+    uniform = hash_uniform(train_ids, seed=0)
+    assert 0.49 < uniform.mean() < 0.51
+    assert 0.19 < np.mean(uniform < 0.2) < 0.21
+
+
 def test_cli_baseline_ridge_and_oracle(shard_dir, tmp_path):
     runner = CliRunner()
     out = tmp_path / "runs"
@@ -538,10 +588,11 @@ def test_cli_baseline_ridge_and_oracle(shard_dir, tmp_path):
 def test_cli_baseline_lightgbm(shard_dir, tmp_path):
     result = CliRunner().invoke(app, ["baseline", "lightgbm", "--data", str(shard_dir), "--out",
                                       str(tmp_path / "runs"), "--rebin", "4", "--num-leaves", "7",
-                                      "--max-rounds", "50", "--num-threads", "1"])
+                                      "--max-rounds", "50", "--num-threads", "1", "--max-train", "100"])
     assert result.exit_code == 0, result.output
     frame = read_results(tmp_path / "runs" / "results.csv")
     assert frame.iloc[0]["model"] == "lightgbm"
+    assert frame.iloc[0]["train_size"] == 100
 
 
 @pytest.mark.slow

@@ -112,6 +112,11 @@ def test_missing_file(tmp_path):
         describe(tmp_path / "nope.h5")
 
 
+def test_folder_instead_of_file(tmp_path):
+    with pytest.raises(ValueError, match="is a folder; give the survey HDF5 files in it, for example .*/\\*.h5"):
+        describe(tmp_path)
+
+
 def test_not_hdf5(tmp_path):
     path = tmp_path / "broken.h5"
     path.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)
@@ -287,6 +292,14 @@ def test_writer_constructor_failure_leaves_nothing(tmp_path):
     with pytest.raises(TypeError):
         SurveyWriter(tmp_path / "out.h5", 10, wave, attrs={"source": object()})  # HDF5 cannot store an object
     assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_rejects_folder_path(tmp_path):
+    _, _, wave = make_arrays(10, 16)
+    (tmp_path / "data").mkdir()
+    with pytest.raises(ValueError, match="data is a folder; give a file name such as .*spectra.h5"):
+        SurveyWriter(tmp_path / "data", 10, wave)
+    assert [path.name for path in tmp_path.iterdir()] == ["data"]
 
 
 def test_writer_rejects_incomplete(tmp_path):

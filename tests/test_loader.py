@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import json
 import shutil
 import subprocess
 import sys
@@ -262,6 +263,21 @@ def test_manifest_errors(tmp_path, shard_dir):
         read_manifest(copy)
     (copy / fmt.MANIFEST_NAME).write_text("{not json")
     with pytest.raises(ValueError, match="unreadable manifest"):
+        read_manifest(copy)
+
+
+def test_manifest_counts_checked(tmp_path, shard_dir):
+    copy = tmp_path / "copy"
+    shutil.copytree(shard_dir, copy)
+    manifest = json.loads((copy / fmt.MANIFEST_NAME).read_text())
+    manifest["splits"]["train"]["n_samples"] += 30
+    (copy / fmt.MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="splits.train.n_samples is .*, but its shards contain"):
+        read_manifest(copy)
+    manifest["splits"]["train"]["n_samples"] -= 30
+    manifest["splits"]["val"]["shards"][0]["n_samples"] -= 1
+    (copy / fmt.MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="shard val-000000.tar has n_samples .*, but its blocks contain"):
         read_manifest(copy)
 
 

@@ -166,6 +166,20 @@ def test_masked_pixels_left_out_of_stats(tmp_path):
     np.testing.assert_allclose(manifest["stats"]["flux_std"], masked.std(axis=0).filled(0), rtol=1e-10)
 
 
+def test_masked_and_unmasked_files_mix(tmp_path):
+    paths, flux, *_ = two_files(tmp_path, mask=True)
+    extra_flux, extra_error, wave = make_arrays(20, 64, seed=7)
+    paths.append(write_survey_file(tmp_path / "no_mask.h5", extra_flux, extra_error, wave, make_labels(20, seed=7)))
+    manifest = write_shards(paths, tmp_path / "out", ShardOptions(**OPTIONS)).manifest
+    assert manifest["has_mask"] is True
+    splits = [load_split_arrays(tmp_path / "out", split) for split in fmt.SPLITS]
+    ids = np.concatenate([arrays.ids for arrays in splits])
+    stored_flux = np.concatenate([arrays.flux for arrays in splits])
+    assert sorted(ids.tolist()) == list(range(len(flux) + 20))
+    from_extra = ids >= len(flux)
+    assert np.array_equal(stored_flux[from_extra], extra_flux[ids[from_extra] - len(flux)])
+
+
 def test_shards_are_plain_tar_files(tmp_path):
     paths, flux, *_ = two_files(tmp_path)
     manifest = write_shards(paths, tmp_path / "out", ShardOptions(**OPTIONS)).manifest
@@ -234,6 +248,21 @@ def test_bad_rows_raise_by_default(tmp_path):
         write_shards([path], tmp_path / "out", ShardOptions(**{**OPTIONS, "test_size": 3, "val_size": 3}))
 
 
+def test_same_input_twice_rejected(tmp_path):
+    paths, *_ = two_files(tmp_path)
+    with pytest.raises(ValueError, match="input files given more than once: .*in0.h5; their spectra"):
+        write_shards([paths[0], paths[1], tmp_path / "." / "in0.h5"], tmp_path / "out", ShardOptions(**OPTIONS))
+
+
+def test_cli_out_is_file(tmp_path):
+    paths, *_ = two_files(tmp_path)
+    (tmp_path / "out").write_text("")
+    result = CliRunner().invoke(app, ["shard", *map(str, paths), "--out", str(tmp_path / "out"), "--test-size", "5",
+                                      "--val-size", "5"])
+    assert result.exit_code == 1
+    assert f"error: failed to create folder {tmp_path / 'out'}: {tmp_path / 'out'} is a file" in result.output
+
+
 def test_bad_rows_dropped_and_counted(tmp_path):
     flux, error, wave = make_arrays(30, 16)
     flux[[4, 9], 2] = np.nan
@@ -275,6 +304,31 @@ def crash_at(monkeypatch, method: str, after: int):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(writer_module.SplitWriter, method, wrapper)
+
+
+def test_failed_run_does_not_block_rerun(tmp_path):
+    flux, error, wave = make_arrays(60, 16)
+    flux[50, 3] = np.nan
+    path = write_survey_file(tmp_path / "bad.h5", flux, error, wave, make_labels(60))
+    options = {**OPTIONS, "test_size": 3, "val_size": 3}
+    with pytest.raises(ValueError, match="non-finite flux"):
+        write_shards([path], tmp_path / "out", ShardOptions(**options))
+    assert list((tmp_path / "out").glob(f".*{writer_module.TMP_SUFFIX}"))
+    manifest = write_shards([path], tmp_path / "out", ShardOptions(**options, on_bad="drop")).manifest
+    assert manifest["dropped_rows"][0]["rows"] == [50]
+    assert not list((tmp_path / "out").glob(f".*{writer_module.TMP_SUFFIX}"))
+
+
+def test_resume_rejects_damaged_closed_shard(tmp_path, monkeypatch):
+    paths, *_ = two_files(tmp_path)
+    crash_at(monkeypatch, "_close_shard", 3)
+    with pytest.raises(Crash):
+        write_shards(paths, tmp_path / "out", ShardOptions(**OPTIONS))
+    monkeypatch.undo()
+    closed = sorted((tmp_path / "out").glob("*.tar"))[0]
+    closed.write_bytes(closed.read_bytes()[:1024])
+    with pytest.raises(ValueError, match=f"closed shard .*{closed.name} has 1024 bytes, the progress file"):
+        write_shards(paths, tmp_path / "out", ShardOptions(**OPTIONS), resume=True)
 
 
 @pytest.mark.parametrize("method, after", [("_close_shard", 0), ("_close_shard", 3), ("_write_member", 23),
@@ -334,7 +388,7 @@ def test_resume_rejects_other_options(tmp_path, monkeypatch):
     with pytest.raises(Crash):
         write_shards(paths, tmp_path / "out", ShardOptions(**OPTIONS))
     monkeypatch.undo()
-    with pytest.raises(ValueError, match="was written for other inputs or options"):
+    with pytest.raises(ValueError, match=r"was written for other inputs or options \(seed: 0 -> 5\); rerun"):
         write_shards(paths, tmp_path / "out", ShardOptions(**{**OPTIONS, "seed": 5}), resume=True)
 
 
@@ -420,3 +474,17 @@ def test_float16_rounding_matches_numpy():
     assert overflow is None
     exact[5, 9] = 70000.0
     assert round_to_float16(exact)[2] == (5, 9)
+
+
+def test_interrupted_shard_suggests_resume(tmp_path, monkeypatch):
+    paths, *_ = two_files(tmp_path)
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("specstream.shards.write_shards", interrupt)
+    result = CliRunner().invoke(app, ["shard", *map(str, paths), "--out", str(tmp_path / "out"), "--test-size", "5",
+                                      "--val-size", "5"])
+    assert result.exit_code == 130
+    assert "interrupted; closed shards in" in result.output
+    assert "rerun the same command with --resume" in result.output

@@ -69,6 +69,18 @@ def test_cli_synth_names_builtin_noise_model(tmp_path, monkeypatch):
     assert "noise model: the built-in fit of the PFS ETC tables (within about 7 %); set SPECSTREAM_DATA" in result.output
 
 
+def test_cli_synth_keeps_existing_file(tmp_path):
+    out = tmp_path / "s.h5"
+    out.write_bytes(b"survey data")
+    result = runner.invoke(app, ["synth", str(out), "--n", "8"])
+    assert result.exit_code == 1
+    assert f"error: {out} exists; pass --overwrite to replace it" in result.output
+    assert out.read_bytes() == b"survey data"
+    result = runner.invoke(app, ["synth", str(out), "--n", "8", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 1000
+
+
 def test_cli_synth_and_inspect(tmp_path):
     out = tmp_path / "s.h5"
     result = runner.invoke(app, ["synth", str(out), "--n", "64", "--seed", "2"])

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
+import os
+import shutil
+import signal
+import sys
+import textwrap
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -12,16 +20,18 @@ import pytest
 from specstream.training.input_norm import InputStandardizer, model_from_checkpoint
 import torch
 
-from specstream.checkpoint import load_checkpoint
+from specstream.checkpoint import load_checkpoint, save_checkpoint
 from specstream.models import build_model
 from specstream.results import KNOWN_COLUMNS, load_predictions, read_jsonl, read_results
+import specstream.train as train_module
 from specstream.train import main, torchrun_command
 from specstream.training import TrainConfig, build_parser, config_from_args, train
 from specstream.training import evaluation
 from specstream.training.data_setup import build_data, choose_data_path, label_scaling
 from specstream.training.loop import Progress
 from specstream.training.model_setup import compile_support
-from specstream.training.steps import FAIL_AFTER_STEPS_ENV, SimulatedFailure, learning_rate, masked_squared_error
+from specstream.training.steps import (FAIL_AFTER_STEPS_ENV, SimulatedFailure, Stepper, learning_rate,
+                                       masked_squared_error)
 from specstream.world import World
 
 from train_data import learnable_shards
@@ -33,6 +43,12 @@ EPOCH_KEYS = {"epoch", "train_loss", "val_loss", "val_r2", "val_mae", "lr", "sam
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     return learnable_shards(tmp_path_factory.mktemp("train_data"))
+
+
+@pytest.fixture(scope="module")
+def other_shards(tmp_path_factory):
+    """A second shard set with 40 fewer training spectra."""
+    return learnable_shards(tmp_path_factory.mktemp("other_train_data"), n=560)
 
 
 def make_config(shards, out_dir, **overrides) -> TrainConfig:
@@ -180,6 +196,66 @@ def test_resume_rejects_changed_setting(finished_run, shards):
             train(changed)
     finally:
         (config.run_dir / "result.json.saved").rename(config.run_dir / "result.json")
+
+
+def interrupt_after_first_epoch(shards, out_dir, monkeypatch, **overrides) -> TrainConfig:
+    """Start a run and stop it in epoch 1 (13 steps per epoch), after the checkpoint of epoch 0."""
+    config = make_config(shards, out_dir, experiment_id="interrupted", **overrides)
+    monkeypatch.setenv(FAIL_AFTER_STEPS_ENV, "14")
+    with pytest.raises(SimulatedFailure):
+        train(config)
+    monkeypatch.delenv(FAIL_AFTER_STEPS_ENV)
+    return config
+
+
+def test_resume_rejects_other_shard_set(shards, other_shards, tmp_path, monkeypatch):
+    config = interrupt_after_first_epoch(shards, tmp_path, monkeypatch)
+    checkpoint_bytes = (config.run_dir / "checkpoint.pt").read_bytes()
+    other = make_config(other_shards, tmp_path, experiment_id="interrupted", resume=True)
+    with pytest.raises(ValueError, match="data differs from the interrupted run") as raised:
+        train(other)
+    message = str(raised.value)
+    assert str(shards.resolve()) in message
+    assert str(other_shards.resolve()) in message
+    assert "train 440, val 80, test 80" in message
+    assert "train 400, val 80, test 80" in message
+    assert f"pass the original --data {shards.resolve()}" in message
+    assert "rerun without --resume under a new --experiment-id" in message
+    assert not config.results_csv.exists()
+    assert (config.run_dir / "checkpoint.pt").read_bytes() == checkpoint_bytes
+
+
+def test_resume_rejects_rewritten_shard_set(shards, other_shards, tmp_path, monkeypatch):
+    data_dir = tmp_path / "shards"
+    shutil.copytree(shards, data_dir)
+    config = interrupt_after_first_epoch(data_dir, tmp_path, monkeypatch)
+    shutil.rmtree(data_dir)
+    shutil.copytree(other_shards, data_dir)
+    with pytest.raises(ValueError, match=f"the shard set at {data_dir.resolve()} changed since the interrupted run"):
+        train(make_config(data_dir, tmp_path, experiment_id="interrupted", resume=True))
+    assert not config.results_csv.exists()
+
+
+def test_resume_accepts_moved_shard_set(finished_run, shards, tmp_path, monkeypatch):
+    _, reference_row = finished_run
+    interrupt_after_first_epoch(shards, tmp_path, monkeypatch)
+    moved = tmp_path / "moved"
+    shutil.copytree(shards, moved)
+    row = train(make_config(moved, tmp_path, experiment_id="interrupted", resume=True))
+    assert row["test_r2"] == reference_row["test_r2"]
+    assert row["epochs_run"] == reference_row["epochs_run"]
+
+
+def test_resume_old_checkpoint_warns(shards, tmp_path, monkeypatch, caplog):
+    config = interrupt_after_first_epoch(shards, tmp_path, monkeypatch)
+    checkpoint = config.run_dir / "checkpoint.pt"
+    state = load_checkpoint(checkpoint)
+    del state["shard_set"]  # as written before checkpoints recorded the shard set
+    save_checkpoint(checkpoint, state)
+    with caplog.at_level(logging.WARNING, logger="specstream.training.run_files"):
+        row = train(make_config(shards, tmp_path, experiment_id="interrupted", resume=True))
+    assert row["epochs_run"] == 3
+    assert "does not record which shard set it was trained on" in caplog.text
 
 
 def test_new_run_rejects_existing_directory(finished_run, shards):
@@ -418,6 +494,102 @@ def test_main_exit_code_for_invalid_config(capsys):
 def test_main_exit_code_for_missing_data(tmp_path, capsys):
     assert main(["--data", str(tmp_path / "none"), "--out", str(tmp_path / "runs")]) == 2
     assert "manifest not found" in capsys.readouterr().err
+
+
+def test_main_out_is_file(shards, tmp_path, capsys):
+    (tmp_path / "runs").write_text("")
+    assert main(["--data", str(shards), "--out", str(tmp_path / "runs"), "--no-compile"]) == 2
+    assert f"failed to create folder {tmp_path / 'runs'}" in capsys.readouterr().err
+
+
+def main_arguments(shards, out_dir, experiment_id: str) -> list[str]:
+    """Return the command-line options of make_config's settings."""
+    return ["--data", str(shards), "--out", str(out_dir), "--experiment-id", experiment_id, "--model", "mlp_3L_512",
+            "--input", "standardized", "--epochs", "3", "--batch-size", "32", "--lr", "3e-3", "--no-compile",
+            "--num-workers", "0", "--log-every", "5", "--data-path", "resident"]
+
+
+def press_ctrl_c_in_epoch(monkeypatch, interrupted_epoch: int) -> None:
+    """Make the trainer receive SIGINT, as from Ctrl-C, at the start of epoch `interrupted_epoch`."""
+    original = Stepper.run_epoch
+
+    def run_epoch(self, loader, epoch, first_step):
+        if epoch == interrupted_epoch:
+            signal.raise_signal(signal.SIGINT)  # Python raises KeyboardInterrupt on return
+        return original(self, loader, epoch, first_step)
+
+    monkeypatch.setattr(Stepper, "run_epoch", run_epoch)
+
+
+def run_main(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped main()")
+
+
+def test_interrupt_then_resume(finished_run, shards, tmp_path, monkeypatch, capsys):
+    _, reference_row = finished_run
+    argv = main_arguments(shards, tmp_path, "stopped")
+    press_ctrl_c_in_epoch(monkeypatch, 1)
+    assert run_main(argv) == 130
+    run_dir = tmp_path / "stopped"
+    checkpoint = run_dir / "checkpoint.pt"
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"interrupted during epoch 1; the last checkpoint is {checkpoint}, saved after epoch 0; "
+                     "rerun the same command with --resume to continue"]
+    assert load_checkpoint(checkpoint)["progress"]["next_epoch"] == 1
+    assert not list(run_dir.glob(".*.tmp"))
+    assert "stopped by KeyboardInterrupt" in (run_dir / "train.log").read_text()
+
+    monkeypatch.undo()
+    assert run_main([*argv, "--resume"]) == 0
+    stored = read_results(tmp_path / "results.csv")
+    assert list(stored["experiment_id"]) == ["stopped"]
+    assert stored.iloc[0]["test_r2"] == pytest.approx(reference_row["test_r2"], rel=1e-12)
+
+
+def test_interrupt_before_first_checkpoint(shards, tmp_path, monkeypatch, capsys):
+    argv = main_arguments(shards, tmp_path, "stopped")
+    press_ctrl_c_in_epoch(monkeypatch, 0)
+    assert run_main(argv) == 130
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"interrupted during epoch 0; {tmp_path / 'stopped'} has no checkpoint yet, so rerun the same "
+                     "command without --resume to start over"]
+    monkeypatch.undo()
+    assert run_main(argv) == 0
+
+
+def test_nproc_interrupt_waits_for_torchrun(tmp_path, monkeypatch, capfd):
+    # A stand-in for torchrun that takes a while to stop its ranks after SIGINT.
+    ready = tmp_path / "torchrun.pid"
+    stand_in = textwrap.dedent(f"""
+        import os, sys, time
+        from pathlib import Path
+        try:
+            Path({str(ready)!r}).write_text(str(os.getpid()))
+            time.sleep(60)
+        except KeyboardInterrupt:
+            time.sleep(1)
+            print("ranks stopped", flush=True)
+            sys.exit(130)
+    """)
+    monkeypatch.setattr(train_module, "torchrun_command", lambda nproc, args: [sys.executable, "-c", stand_in])
+    main_thread = threading.main_thread().ident
+
+    def press_ctrl_c():
+        # The terminal sends SIGINT to the foreground process group: torchrun and this process.
+        while not (ready.is_file() and ready.read_text()):
+            time.sleep(0.01)
+        os.kill(int(ready.read_text()), signal.SIGINT)
+        signal.pthread_kill(main_thread, signal.SIGINT)
+
+    presser = threading.Thread(target=press_ctrl_c)
+    presser.start()
+    status = run_main(["--nproc", "2", "--data", "d"])
+    presser.join()
+    assert status == 130
+    assert "ranks stopped" in capfd.readouterr().out
 
 
 def test_torchrun_command_uses_nproc_per_node():

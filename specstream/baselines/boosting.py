@@ -32,14 +32,17 @@ class BoostingSettings:
     """Subsample sizes and tree settings of the LightGBM baseline."""
 
     max_train: int | None = 100_000
-    """Training spectra kept in memory (float32); None keeps the whole split."""
+    """Size of the random training subsample kept in memory (float32); None keeps the whole split. Spectra
+    without a finite target are then left out, so the trees may see fewer."""
     max_val: int | None = 50_000
-    """Validation spectra used for early stopping and the num_leaves choice; None keeps the whole split."""
+    """Size of the validation subsample for early stopping and the num_leaves choice; None keeps the whole
+    split. Spectra without a finite target are left out too."""
     rebin: int = 1
     """Average this many adjacent pixels into one feature (1: every pixel is a feature)."""
     num_leaves: tuple[int, ...] = (31, 127)
     """Candidate leaf counts per tree; the one with the lowest validation error wins."""
     learning_rate: float = 0.05
+    """Shrinkage of each tree. The command line has no option for it, so `specstream baseline` uses 0.05."""
     max_rounds: int = 2000
     """Maximum boosting rounds per candidate."""
     early_stopping_rounds: int = 50
@@ -108,13 +111,18 @@ def fit_lightgbm(data, *, target: str, settings: BoostingSettings) -> BoostingMo
         inputs, labels, _ = collect_subsample(data, split, labels=(target,), max_samples=max_samples,
                                               seed=settings.seed, transform=lambda x: rebin_pixels(x, settings.rebin))
         has_target = np.isfinite(labels[target])
+        n_without_target = len(has_target) - int(has_target.sum())
+        if n_without_target:
+            logger.info("LightGBM: left out %d of %d subsampled %s spectra without a finite %s", n_without_target,
+                        len(has_target), split, target)
         return inputs[has_target], labels[target][has_target]
 
     train_x, train_y = subsample("train", settings.max_train)
     val_x, val_y = subsample("val", settings.max_val)
-    logger.info("LightGBM: %d training and %d validation spectra, %d features (rebin %d), %d threads",
-                len(train_x), len(val_x), train_x.shape[1], settings.rebin,
-                settings.num_threads or available_cores())
+    logger.info("LightGBM: %d training spectra (of %d, max_train %s) and %d validation spectra (of %d, max_val "
+                "%s), %d features (rebin %d), %d threads", len(train_x), data.n_samples("train"),
+                settings.max_train, len(val_x), data.n_samples("val"), settings.max_val, train_x.shape[1],
+                settings.rebin, settings.num_threads or available_cores())
     train_set = lightgbm.Dataset(train_x, label=train_y, params={"max_bin": settings.max_bin, "verbose": -1},
                                  free_raw_data=False)
     val_set = lightgbm.Dataset(val_x, label=val_y, reference=train_set)
@@ -133,7 +141,7 @@ def fit_lightgbm(data, *, target: str, settings: BoostingSettings) -> BoostingMo
         logger.info("LightGBM num_leaves %d: best iteration %d, validation MSE %.5g", leaves,
                     booster.best_iteration, val_mse)
         if booster.best_iteration >= settings.max_rounds:
-            logger.warning("LightGBM num_leaves %d used all %d rounds; raise --max-rounds or --learning-rate",
+            logger.warning("LightGBM num_leaves %d used all %d rounds and may be underfitted; raise --max-rounds",
                            leaves, settings.max_rounds)
         if best is None or val_mse < best[0]:
             best = (val_mse, leaves, booster)

@@ -48,14 +48,34 @@ def check_split(split: str) -> str:
     return split
 
 
-def hash_uniform(sample_ids: np.ndarray, seed: int) -> np.ndarray:
-    """Return a uniform number in [0, 1) per sample id, a pure function of (seed, id) (SplitMix64 finaliser)."""
+# The shard writer assigns splits by the SplitMix64 key of (seed, id), the smallest keys going to test and val
+# (specstream.shards.split). Hashing that key once more with this salt makes the subsample draw independent of
+# the split assignment. Without the salt, equal seeds would leave no training id with a hash below the
+# val + test fraction, so a training subsample would come out far smaller than requested.
+SUBSAMPLE_SALT = np.uint64(0xD1B54A32D192ED03)
+
+
+def _splitmix64_finalise(z: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
-        z = np.asarray(sample_ids).astype(np.uint64) + np.uint64(seed + 1) * np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
+        return z ^ (z >> np.uint64(31))
+
+
+def hash_uniform(sample_ids: np.ndarray, seed: int) -> np.ndarray:
+    """Return a uniform number in [0, 1) per sample id, a pure function of (seed, id) (SplitMix64 finaliser).
+
+    The numbers are independent of the shard split assignment, also when the split used the same seed.
+    """
+    with np.errstate(over="ignore"):
+        z = np.asarray(sample_ids).astype(np.uint64) + np.uint64(seed + 1) * np.uint64(0x9E3779B97F4A7C15)
+    z = _splitmix64_finalise(_splitmix64_finalise(z) ^ SUBSAMPLE_SALT)
     return (z >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
+def _with_margin(count: float) -> int:
+    """Return `count` plus 5 binomial standard deviations and 16, a bound that a binomial count exceeds rarely."""
+    return int(count + 5 * math.sqrt(count) + 16)
 
 
 class ArraySplits:
@@ -184,18 +204,24 @@ def random_splits(n: int, *, n_val: int, n_test: int, seed: int = 0) -> dict[str
 
 def collect_subsample(data, split: str, *, labels: Sequence[str], max_samples: int | None, seed: int,
                       realisation: int = 0, transform=None) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
-    """Stream a split and keep a random subsample of about `max_samples` spectra in memory as float32.
+    """Stream a split and keep a random subsample of `max_samples` spectra in memory as float32.
 
-    Each sample is kept with probability min(1, max_samples / n_split), decided by a hash of (seed, sample
-    id), so the subsample is the same whatever the batch order and is not biased by how the input files were
-    sorted. The count is therefore random around `max_samples` (binomial), and capped at
-    max_samples + 5 sqrt(max_samples) + 16. `transform` (e.g. pixel rebinning) is applied to each batch of
-    inputs before it is kept. Returns (inputs (n_kept, n_features) float32, labels, sample_ids).
+    A sample's hash of (seed, sample id) decides whether it is kept, so the subsample is the same whatever the
+    batch order and is not biased by how the input files were sorted. The stream keeps each sample with a
+    probability that gives about max_samples + 5 sqrt(max_samples) + 16 candidates, and the `max_samples`
+    candidates with the smallest hashes are returned in stream order. Fewer come back only when the split has
+    fewer samples, or when the candidates fall 5 standard deviations short (about 3e-7 by the normal approximation).
+    `transform` (e.g. pixel rebinning) is applied to each batch of inputs before it is kept.
+    Returns (inputs (n_kept, n_features) float32, labels, sample_ids).
     """
     n_split = data.n_samples(split)
     keep_all = max_samples is None or max_samples >= n_split
-    probability = 1.0 if keep_all else max_samples / n_split
-    capacity = n_split if keep_all else int(max_samples + 5 * math.sqrt(max_samples) + 16)
+    if keep_all:
+        probability, capacity = 1.0, n_split
+    else:
+        expected = _with_margin(max_samples)
+        probability = min(1.0, expected / n_split)
+        capacity = min(n_split, _with_margin(expected))
     inputs = None
     kept_labels = {name: np.empty(capacity) for name in labels}
     kept_ids = np.empty(capacity, dtype=np.int64)
@@ -220,4 +246,23 @@ def collect_subsample(data, split: str, *, labels: Sequence[str], max_samples: i
     if inputs is None or n_kept == 0:
         raise ValueError(f"split {split!r} gave no samples for the subsample (n_split {n_split}, "
                          f"max_samples {max_samples}); check the data directory and --max-train")
+    if not keep_all and n_kept > max_samples:
+        hashes = hash_uniform(kept_ids[:n_kept], seed)
+        smallest = np.sort(np.argpartition(hashes, max_samples - 1)[:max_samples])
+        inputs = _compact_rows(inputs, smallest)
+        kept_labels = {name: values[smallest] for name, values in kept_labels.items()}
+        kept_ids = kept_ids[smallest]
+        n_kept = max_samples
     return inputs[:n_kept], {name: values[:n_kept] for name, values in kept_labels.items()}, kept_ids[:n_kept]
+
+
+def _compact_rows(array: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Move `array[rows]` to the front of `array` in place and return that part; `rows` must be ascending.
+
+    Moving in place keeps the peak memory at one copy of the subsample. It is safe because rows[i] >= i, so a
+    chunk reads only rows that no earlier chunk has overwritten.
+    """
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        array[start:start + len(part)] = array[part]
+    return array[:len(rows)]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from specstream.atomic import atomic_write, write_text_atomically
+from specstream.atomic import atomic_write, make_folder, write_text_atomically
 from specstream.metrics import regression_metrics
 from specstream.results import append_result, code_revision, read_results, save_predictions
 
@@ -151,7 +151,7 @@ def run_baseline(data, config: BaselineConfig, *, out_dir: str | os.PathLike = "
     results_csv = Path(out_dir) / "results.csv" if results_csv is None else Path(results_csv)
     if (run_dir / SUMMARY_NAME).exists():
         return _finished_row(run_dir, results_csv)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(run_dir)
     logger.info("baseline %s: %s on %s input, target %s, noise level %g, seed %d", config.experiment_id,
                 config.model, config.input_mode, config.target, config.noise_level, config.seed)
 

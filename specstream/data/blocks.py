@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from specstream.data.manifest import ShardSource, SplitLayout, content_mismatch
+from specstream.data.manifest import ShardSource, SplitLayout
 from specstream.locks import ForkSafeLock
 from specstream.shards import format as fmt
 
@@ -172,7 +172,7 @@ class BlockReader:
         except BaseException:  # an interrupt: leave no partial copy behind
             tmp.unlink(missing_ok=True)
             raise
-        problem = content_mismatch(tmp.stat().st_size, digest.hexdigest(), int(self.layout.shard_sizes[shard]),
+        problem = fmt.content_mismatch(tmp.stat().st_size, digest.hexdigest(), int(self.layout.shard_sizes[shard]),
                                    self.layout.shard_sha256[shard])
         if problem:
             tmp.unlink()

@@ -138,7 +138,25 @@ def read_manifest(source: str | Path | ShardSource) -> dict:
     if missing:
         raise ValueError(f"{location}: manifest is missing keys {missing}; rewrite the shards with "
                          "`specstream shard`")
+    _check_counts(manifest, location)
     return manifest
+
+
+def _check_counts(manifest: dict, location: str) -> None:
+    """Raise ValueError when a split's or shard's n_samples differs from the sum over its shards or blocks."""
+    for name, split in manifest["splits"].items():
+        in_shards = 0
+        for shard in split["shards"]:
+            in_blocks = sum(int(block["n_samples"]) for block in shard["blocks"])
+            if int(shard["n_samples"]) != in_blocks:
+                raise ValueError(f"{location}: shard {shard['name']} has n_samples {shard['n_samples']}, but its "
+                                 f"blocks contain {in_blocks}; the manifest was edited or damaged, so rewrite the "
+                                 "shards with `specstream shard`")
+            in_shards += in_blocks
+        if int(split["n_samples"]) != in_shards:
+            raise ValueError(f"{location}: splits.{name}.n_samples is {split['n_samples']}, but its shards contain "
+                             f"{in_shards}; the manifest was edited or damaged, so rewrite the shards with "
+                             "`specstream shard`")
 
 
 @dataclass(frozen=True)
@@ -187,18 +205,6 @@ class SplitLayout:
                    [s.get("sha256") for s in shards], np.array(block_shard, np.int64),
                    np.array(block_rows, np.int64), keys, members, int(manifest["n_pixels"]),
                    np.dtype(manifest["dtype"]), bool(manifest["has_mask"]), list(manifest["label_names"]))
-
-
-def content_mismatch(size: int, sha256: str, expected_size: int, expected_sha256: str | None) -> str:
-    """Return how a shard's size and SHA-256 differ from its manifest entry, or "" when they match.
-
-    Without a recorded SHA-256 only the size is compared.
-    """
-    if size != expected_size:
-        return f"has {size} bytes, the manifest records {expected_size}"
-    if expected_sha256 and sha256 != expected_sha256:
-        return f"has SHA-256 {sha256}, the manifest records {expected_sha256}"
-    return ""
 
 
 def stats_arrays(manifest: dict) -> dict:

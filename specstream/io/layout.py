@@ -68,6 +68,8 @@ def _require(path: Path, handle: h5py.File, key: str, role: str) -> h5py.Dataset
 def describe(path: str | Path) -> SurveyFile:
     """Open `path` read-only and describe it; raise on missing keys, wrong shapes or wrong dtypes."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give the survey HDF5 files in it, for example {path}/*.h5")
     if not path.is_file():
         raise FileNotFoundError(f"spectrum file not found: {path}")
     try:

@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from specstream.atomic import make_folder
 from specstream.io.layout import LAYOUTS
 
 HDF5_CHUNK_ROWS = 4096  # chunk shape (4096, n_pixels), as the survey's files use
@@ -33,12 +34,14 @@ class SurveyWriter:
         self.keys = LAYOUTS[layout]
         self.layout = layout
         self.path = Path(path)
+        if self.path.is_dir():
+            raise ValueError(f"{self.path} is a folder; give a file name such as {self.path / 'spectra.h5'}")
         self.tmp_path = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self.n_spectra = n_spectra
         self.n_pixels = len(wave)
         self._labels: list[pd.DataFrame] = []
         self._written = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent)
         self._handle = h5py.File(self.tmp_path, "w")
         try:
             chunks = (min(HDF5_CHUNK_ROWS, n_spectra), self.n_pixels)

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from specstream.atomic import write_text_atomically
+from specstream.atomic import make_folder, write_text_atomically
 from specstream.results import read_results
 
 from . import plots
@@ -117,7 +117,7 @@ def build_report(results_csv: str | os.PathLike, out_dir: str | os.PathLike, *,
     if frame.empty:
         raise ValueError(f"{results_csv} has no result rows; run an experiment or a baseline first")
     summary = build_summary(frame)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     runs = load_runs(summary.rows, results_csv)
     report = Report(out_dir / REPORT_NAME)
     _draw_figures(runs, out_dir, max_runs, report)

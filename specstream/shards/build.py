@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from specstream.atomic import fsync_directory
+from specstream.atomic import fsync_directory, make_folder
 from specstream.io import ON_BAD_CHOICES
 from specstream.shards import format as fmt
 from specstream.shards.inputs import InputSet, ProblemLog
@@ -95,14 +95,31 @@ def _fingerprint(inputs: InputSet, options: ShardOptions) -> dict:
     return {"format_version": fmt.FORMAT_VERSION, "inputs": files, "options": dataclasses.asdict(options)}
 
 
+def _describe_changes(saved: dict, current: dict) -> str:
+    """Return what differs between two fingerprints, as "name: saved value -> current value" items."""
+    changes = []
+    if saved.get("format_version") != current["format_version"]:
+        changes.append(f"format_version: {saved.get('format_version')} -> {current['format_version']}")
+    if saved.get("inputs") != current["inputs"]:
+        before = [(f["path"], f["size_bytes"], f["mtime_ns"]) for f in saved.get("inputs", [])]
+        now = [(f["path"], f["size_bytes"], f["mtime_ns"]) for f in current["inputs"]]
+        changes.append(f"input files (path, size, modification time): {before} -> {now}")
+    saved_options = saved.get("options", {})
+    for name, value in current["options"].items():
+        if saved_options.get(name) != value:
+            changes.append(f"{name}: {saved_options.get(name)!r} -> {value!r}")
+    return "; ".join(changes) or "unknown difference"
+
+
 def _prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
     """Create `out_dir`, or check that its contents allow this run; remove leftovers of earlier runs."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
+    # Temporary files alone do not block a new run: a run that failed before closing a shard leaves only those.
     ours = [p for p in out_dir.iterdir() if p.is_file() and (
-        p.name in (fmt.MANIFEST_NAME, PROGRESS_NAME) or p.name.endswith(TMP_SUFFIX)
-        or (p.suffix == ".tar" and p.name.split("-")[0] in fmt.SPLITS))]
+        p.name in (fmt.MANIFEST_NAME, PROGRESS_NAME) or (p.suffix == ".tar" and p.name.split("-")[0] in fmt.SPLITS))]
+    temporary = list(out_dir.glob(f".*{TMP_SUFFIX}"))  # partial files of an interrupted or failed run
     if overwrite:
-        for path in ours:
+        for path in ours + temporary:
             path.unlink()
         return
     has_progress = (out_dir / PROGRESS_NAME).exists()
@@ -113,8 +130,8 @@ def _prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
     if resume and not has_progress and not (out_dir / fmt.MANIFEST_NAME).exists() and finished:
         raise ValueError(f"{out_dir} contains shards but no progress file {PROGRESS_NAME} to resume from; "
                          "rerun with --overwrite")
-    for path in out_dir.glob(f".*{TMP_SUFFIX}"):
-        path.unlink()  # partial files of an interrupted run; a resumed run rebuilds their content
+    for path in temporary:
+        path.unlink()  # a resumed run rebuilds their content
 
 
 class _ShardRun:
@@ -125,6 +142,11 @@ class _ShardRun:
         self.fingerprint = _fingerprint(inputs, options)
         sample_bytes = inputs.n_pixels * (2 * np.dtype(options.dtype).itemsize + inputs.has_mask)
         blocks_per_shard = max(1, int(options.shard_size_mb * 1e6 // (options.block_size * sample_bytes)))
+        block_mb = options.block_size * sample_bytes / 1e6
+        if options.shard_size_mb < block_mb:
+            logger.warning("a block of %d spectra takes %.1f MB, more than the shard size %g MB, so each shard "
+                           "contains one block; lower --block-size for smaller shards", options.block_size, block_mb,
+                           options.shard_size_mb)
         self.stats = TrainStats(inputs.n_pixels, inputs.label_names)
         self.finalizer = ShardFinalizer(out_dir, options.fsync)
         self.writers = {
@@ -156,8 +178,9 @@ class _ShardRun:
         """
         if progress.fingerprint != self.fingerprint:
             raise ValueError(f"{self.out_dir / PROGRESS_NAME} was written for other inputs or options "
-                             f"({progress.fingerprint}); rerun with the same inputs and options, or with "
-                             "--overwrite to start again")
+                             f"({_describe_changes(progress.fingerprint, self.fingerprint)}); rerun with the same "
+                             "inputs and options, or with --overwrite to start again")
+        self._check_closed_shards(progress)
         self.problems = ProblemLog(progress.problems)
         self._problems_at_read_from = progress.problems
         self.read_from = progress.read_from
@@ -170,6 +193,23 @@ class _ShardRun:
             writer.fed_through = split.fed_through
         logger.info("resuming at sample id %d with %s closed shards", self.read_from,
                     {name: len(w.finished) for name, w in self.writers.items()})
+
+    def _check_closed_shards(self, progress: Progress) -> None:
+        """Raise ValueError when a shard closed by the interrupted run is missing or differs from its record."""
+        entries = [entry for split in progress.splits.values() for entry in split.finished]
+        logger.info("checking the size and SHA-256 of %d closed shards", len(entries))
+        record = f"the progress file {PROGRESS_NAME}"
+        for entry in entries:
+            path = self.out_dir / entry["name"]
+            if not path.is_file():
+                problem = "is missing"
+            elif path.stat().st_size != entry["size_bytes"]:
+                problem = fmt.content_mismatch(path.stat().st_size, "", entry["size_bytes"], None, record)
+            else:
+                problem = fmt.content_mismatch(entry["size_bytes"], sha256_file(path), entry["size_bytes"],
+                                           entry.get("sha256"), record)
+            if problem:
+                raise ValueError(f"closed shard {path} {problem}; rerun with --overwrite to build every shard again")
 
     def run(self, progress: Callable[[int], None] | None) -> None:
         """Read every chunk from `read_from` on and hand its rows to the split writers."""

@@ -113,3 +113,16 @@ def parse_npy_header(raw: bytes) -> tuple[np.dtype, tuple, int]:
     if fortran_order:
         raise ValueError("Fortran-ordered .npy arrays are not written by specstream")
     return dtype, tuple(shape), stream.tell()
+
+
+def content_mismatch(size: int, sha256: str, expected_size: int, expected_sha256: str | None,
+                     record: str = "the manifest") -> str:
+    """Return how a shard's size and SHA-256 differ from its entry in `record`, or "" when they match.
+
+    Without a recorded SHA-256 only the size is compared.
+    """
+    if size != expected_size:
+        return f"has {size} bytes, {record} records {expected_size}"
+    if expected_sha256 and sha256 != expected_sha256:
+        return f"has SHA-256 {sha256}, {record} records {expected_sha256}"
+    return ""

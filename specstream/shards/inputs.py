@@ -72,6 +72,11 @@ class InputSet:
     def __init__(self, paths: list[str | Path]):
         if not paths:
             raise ValueError("no input files given; pass one or more survey HDF5 files")
+        resolved = [Path(path).resolve() for path in paths]
+        repeated = sorted({str(path) for path in resolved if resolved.count(path) > 1})
+        if repeated:
+            raise ValueError(f"input files given more than once: {', '.join(repeated)}; their spectra would get "
+                             "two sample ids and could land in two splits")
         self.files: list[SurveyFile] = [describe(path) for path in paths]
         check_same_grid(self.files)
         counts = np.array([info.n_spectra for info in self.files], dtype=np.int64)
@@ -121,7 +126,9 @@ class InputSet:
         info = self.files[file_index]
         frame, label_array = self._labels(file_index)
         flux, error, mask = self._read_runs(file_index, rows)
-        good, found = check_rows(info.path, info.keys, int(rows[0]), flux, error, mask, frame.iloc[rows],
+        # A file without a mask reads as all zeros when another input file has one. There is no mask key to check.
+        file_mask = mask if "mask" in info.keys else None
+        good, found = check_rows(info.path, info.keys, int(rows[0]), flux, error, file_mask, frame.iloc[rows],
                                  REQUIRED_LABELS)
         if found and on_bad == "raise":
             raise_problems(found)

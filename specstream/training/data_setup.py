@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
@@ -11,7 +13,7 @@ import numpy as np
 import torch
 
 from specstream.data import SpectraLoader, read_manifest
-from specstream.data.manifest import stats_arrays
+from specstream.data.manifest import resolve_source, stats_arrays
 from specstream.resident import ResidentLoader, load_rank_part, resident_bytes
 from specstream.training.model_setup import compile_support
 from specstream.world import World
@@ -39,6 +41,25 @@ class TrainingData:
     n_test: int
     label_mean: np.ndarray  # (n_targets,) float64, training split mean of each target label
     label_std: np.ndarray  # (n_targets,) float64
+    shard_set: dict  # shard_set_identity() of the data, which a resumed run compares with its checkpoint's
+
+
+def shard_set_identity(source: str, manifest: dict) -> dict:
+    """Return what identifies a shard set: its location, its manifest's digest and its split sizes.
+
+    The digest is the SHA-256 of the manifest as canonical JSON (sorted keys, no spaces). The manifest records
+    every shard's size and checksum, the input files' checksums and the split sizes, so two shard sets with
+    equal digests hold the same spectra in the same splits, wherever they are stored.
+    """
+    shard_source = resolve_source(source)
+    location = str(shard_source.local_dir.resolve()) if shard_source.local_dir is not None else str(shard_source)
+    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    return {
+        "data": location,
+        "manifest_sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
+        "n_samples": {name: int(manifest["splits"][name]["n_samples"])
+                      for name in ("train", "val", "test") if name in manifest["splits"]},
+    }
 
 
 def label_scaling(manifest: dict, targets, source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +146,7 @@ def build_data(config, world: World, device: torch.device) -> TrainingData:
     build = _resident_loaders if data_path == "resident" else _streaming_loaders
     train, val, test = build(config, manifest, world, device)
     return TrainingData(train, val, test, data_path, reason, int(manifest["n_pixels"]), sizes["train"],
-                        sizes["val"], sizes["test"], label_mean, label_std)
+                        sizes["val"], sizes["test"], label_mean, label_std, shard_set_identity(config.data, manifest))
 
 
 def _resident_loaders(config, manifest, world: World, device: torch.device):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from specstream.atomic import make_folder
 from specstream.checkpoint import load_checkpoint, save_checkpoint
 from specstream.results import JsonlLog, append_result, code_revision, environment_summary
 from specstream.training import evaluation, run_files
@@ -77,6 +78,23 @@ class Run:
     bundle: ModelBundle
     progress: Progress = field(default_factory=Progress)
     best_state: dict | None = None  # CPU copy of the best model weights
+    phase: str = "start-up"  # what the run is doing, for the message after an interruption
+    checkpoint_epochs: int | None = None  # epochs that checkpoint.pt covers; None when this process has not seen it
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """A KeyboardInterrupt (Ctrl-C) during train(), whose message states where the run stopped and how to continue."""
+
+
+def interruption_message(config: TrainConfig, phase: str = "start-up", checkpoint_epochs: int | None = None) -> str:
+    """Return the one-line message after an interruption during `phase`, naming the checkpoint to resume from."""
+    checkpoint = config.run_dir / run_files.CHECKPOINT_NAME
+    if not checkpoint.is_file():
+        return (f"interrupted during {phase}; {config.run_dir} has no checkpoint yet, so rerun the same command "
+                "without --resume to start over")
+    saved_after = "" if not checkpoint_epochs else f", saved after epoch {checkpoint_epochs - 1}"
+    return (f"interrupted during {phase}; the last checkpoint is {checkpoint}{saved_after}; rerun the same command "
+            "with --resume to continue")
 
 
 def train(config: TrainConfig) -> dict:
@@ -109,8 +127,9 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> dict:
 
     log_handler = None
     if world.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(run_dir)
         log_handler = run_files.add_log_file(run_dir)
+    run = None
     try:
         data = build_data(config, world, device)
         input_stats = None
@@ -125,7 +144,15 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> dict:
             logger.info("run header: %s", json.dumps(header, default=str))
             run_files.write_json_atomically(run_dir / run_files.CONFIG_NAME, header)
         _train_epochs(run)
+        run.phase = "the test split evaluation"
         return finish_run(run, _test_predictions(run))
+    except KeyboardInterrupt as interrupt:
+        # Checkpoints are written atomically, so the last complete one stays valid whenever the interrupt comes.
+        message = (interruption_message(config) if run is None
+                   else interruption_message(config, run.phase, run.checkpoint_epochs))
+        if world.is_main:
+            logger.info("stopped by KeyboardInterrupt: %s", message)
+        raise TrainingInterrupted(message) from interrupt
     finally:
         if log_handler is not None:
             run_files.remove_log_file(log_handler)
@@ -141,6 +168,7 @@ def _run_header(run: Run) -> dict:
         "backend": dist.get_backend() if dist.is_initialized() else None,
         "data_path": data.data_path,
         "data_path_reason": data.data_path_reason,
+        "shard_set": data.shard_set,
         "n_train": data.n_train,
         "n_val": data.n_val,
         "n_test": data.n_test,
@@ -163,6 +191,7 @@ def _checkpoint_state(run: Run) -> dict:
         "config": run.config.to_dict(),
         "world_size": run.world.world_size,
         "data_path": run.data.data_path,
+        "shard_set": run.data.shard_set,  # a resumed run checks that it reads the same shard set
         "label_mean": run.data.label_mean.tolist(),
         "label_std": run.data.label_std.tolist(),
     }
@@ -187,6 +216,7 @@ def _restore(run: Run) -> None:
     path = run.config.run_dir / run_files.CHECKPOINT_NAME
     state = load_checkpoint(path, map_location=run.device)
     run_files.check_resume_compatible(state["config"], run.config.to_dict(), path)
+    run_files.check_same_shard_set(state.get("shard_set"), run.data.shard_set, path)
     saved = {"world_size": state["world_size"], "data_path": state["data_path"]}
     now = {"world_size": run.world.world_size, "data_path": run.data.data_path}
     if saved != now:
@@ -197,6 +227,7 @@ def _restore(run: Run) -> None:
     run.bundle.model.load_state_dict(state["model"])
     run.bundle.optimizer.load_state_dict(state["optimizer"])
     run.progress = Progress(**state["progress"])
+    run.checkpoint_epochs = run.progress.next_epoch
     if state["best_model"] is not None:
         run.best_state = {name: tensor.cpu() for name, tensor in state["best_model"].items()}
     if run.world.is_main:
@@ -229,6 +260,7 @@ def _train_epochs(run: Run) -> None:
 def _run_epoch(run: Run, stepper: Stepper, epoch_log: JsonlLog | None) -> None:
     config, data, progress = run.config, run.data, run.progress
     epoch = progress.next_epoch
+    run.phase = f"epoch {epoch}"
     started = time.perf_counter()
 
     # Train: dropout draws are reseeded per epoch so that a resumed run repeats them.
@@ -266,6 +298,7 @@ def _run_epoch(run: Run, stepper: Stepper, epoch_log: JsonlLog | None) -> None:
         if improved:
             save_checkpoint(config.run_dir / run_files.BEST_NAME, _best_state(run))
         save_checkpoint(config.run_dir / run_files.CHECKPOINT_NAME, _checkpoint_state(run))
+        run.checkpoint_epochs = progress.next_epoch
         if progress.stopped_early:
             logger.info("early stopping after epoch %d: no lower validation loss for %d epochs (best epoch %d)",
                         epoch, config.patience, progress.best_epoch)

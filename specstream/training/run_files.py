@@ -62,6 +62,38 @@ def check_resume_compatible(saved: dict, current: dict, checkpoint: Path) -> Non
         )
 
 
+def check_same_shard_set(saved: dict | None, current: dict, checkpoint: Path) -> None:
+    """Raise ValueError when the shard set differs from the one the checkpoint's run trained on.
+
+    Both arguments are data_setup.shard_set_identity() dicts. The shard set may have moved, so only the
+    manifest digest is compared, and the locations serve the message. Checkpoints written before the
+    identity was recorded (saved is None) cannot be checked and get a warning.
+    """
+    if saved is None:
+        logger.warning("checkpoint %s does not record which shard set it was trained on, so resuming cannot check "
+                       "that --data %s is the same data", checkpoint, current["data"])
+        return
+    if saved["manifest_sha256"] == current["manifest_sha256"]:
+        return
+    before, now = _describe_shard_set(saved), _describe_shard_set(current)
+    if saved["data"] == current["data"]:
+        raise ValueError(
+            f"cannot resume from {checkpoint}: the shard set at {current['data']} changed since the interrupted run "
+            f"(checkpoint {before}, now {now}); restore the original shards, or rerun without --resume under a "
+            "new --experiment-id"
+        )
+    raise ValueError(
+        f"cannot resume from {checkpoint}: data differs from the interrupted run (checkpoint {saved['data']} "
+        f"with {before}, now {current['data']} with {now}); pass the original --data {saved['data']}, or rerun "
+        "without --resume under a new --experiment-id"
+    )
+
+
+def _describe_shard_set(identity: dict) -> str:
+    splits = ", ".join(f"{name} {count}" for name, count in identity["n_samples"].items())
+    return f"manifest SHA-256 {identity['manifest_sha256'][:16]}... ({splits})"
+
+
 def trim_epoch_log(path: Path, next_epoch: int) -> None:
     """Drop the lines of epochs >= next_epoch (logged after the last checkpoint) before a resumed run appends."""
     if not path.is_file():
