@@ -15,7 +15,7 @@ import torch
 
 from specstream.data import CorruptShardError, SpectraLoader, load_split_arrays, read_manifest
 from specstream.data.blocks import BlockReader
-from specstream.data.manifest import SplitLayout, resolve_source
+from specstream.data.manifest import SplitLayout, resolve_source, stats_arrays
 from specstream.data.pipeline import WindowMemory
 from specstream.data.schedule import EpochSchedule
 from specstream.kernels import FIXED_EPOCH, make_inputs
@@ -279,6 +279,16 @@ def test_manifest_counts_checked(tmp_path, shard_dir):
     (copy / fmt.MANIFEST_NAME).write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="shard val-000000.tar has n_samples .*, but its blocks contain"):
         read_manifest(copy)
+
+
+def test_manifest_stats_checked(shard_dir):
+    manifest = read_manifest(shard_dir)
+    manifest["stats"]["flux_std"][3] = -1.0
+    with pytest.raises(ValueError, match=r"stats.flux_std has 1 invalid value \(first at pixel 3: -1.0\)"):
+        stats_arrays(manifest)
+    manifest["stats"]["flux_std"] = manifest["stats"]["flux_std"][:5]
+    with pytest.raises(ValueError, match=r"stats.flux_std has shape \(5,\), expected"):
+        stats_arrays(manifest)
 
 
 # Corrupt shards

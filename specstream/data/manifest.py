@@ -208,6 +208,22 @@ class SplitLayout:
 
 
 def stats_arrays(manifest: dict) -> dict:
-    """Return the manifest's per-pixel training statistics as float32 arrays, the form the kernels take."""
-    return {key: np.asarray(manifest["stats"][key], dtype=np.float32)
-            for key in ("flux_mean", "flux_std", "error_mean", "error_std")}
+    """Return the manifest's per-pixel training statistics as float32 arrays, the form the kernels take.
+
+    Raises ValueError when an array has the wrong length, a non-finite value, or a negative spread or error.
+    """
+    arrays = {}
+    n_pixels = int(manifest["n_pixels"])
+    for key in ("flux_mean", "flux_std", "error_mean", "error_std"):
+        values = np.asarray(manifest["stats"][key], dtype=np.float32)
+        invalid = ~np.isfinite(values) if key == "flux_mean" else ~(np.isfinite(values) & (values >= 0))
+        if values.shape != (n_pixels,):
+            raise ValueError(f"manifest stats.{key} has shape {values.shape}, expected ({n_pixels},); rewrite the "
+                             "shards with `specstream shard`")
+        if invalid.any():
+            pixel = int(np.flatnonzero(invalid)[0])
+            count = int(invalid.sum())
+            raise ValueError(f"manifest stats.{key} has {count} invalid value{'s' if count > 1 else ''} (first at "
+                             f"pixel {pixel}: {values[pixel]}); rewrite the shards with `specstream shard`")
+        arrays[key] = values
+    return arrays
