@@ -35,6 +35,17 @@ def _progress_bar(total: int, unit: str, desc: str):
     return tqdm(total=total, unit=unit, unit_scale=True, desc=desc, disable=not sys.stderr.isatty())
 
 
+GROUPS_FILE_HELP = ('JSON file adding or changing groups, e.g. {"TINY": {"models": ["mlp_2L_256"], "inputs": '
+                    '["flux_only"], "epochs": 2, "batch_size": 256, "lr": 3e-4}}. Keys: models, inputs, epochs, '
+                    'batch_size, lr, weight_decay, patience, train_size, targets, input_norm. A built-in group '
+                    'named here keeps the settings not given.')
+
+# Options that `specstream run` sets for each experiment itself; --train-args must not change them.
+RUN_OWNED_OPTIONS = ("--data", "--out", "--experiment-id", "--group", "--model", "--input", "--seed", "--results",
+                     "--epochs", "--batch-size", "--lr", "--weight-decay", "--patience", "--train-size", "--target",
+                     "--input-norm", "--no-input-norm", "--device")
+
+
 def _fail(exc: Exception) -> None:
     """Print a user-facing error without a traceback and exit with status 1."""
     typer.echo(f"error: {exc}", err=True)
@@ -136,21 +147,32 @@ def run(
                                   "one at a time on the first GPU."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds; each experiment runs once per seed."),
     results: Optional[Path] = typer.Option(None, "--results", help="Results CSV (default OUT/results.csv)."),
-    groups_file: Optional[Path] = typer.Option(None, "--groups-file", help="JSON file adding or overriding "
-                                               "groups."),
+    groups_file: Optional[Path] = typer.Option(None, "--groups-file", help=GROUPS_FILE_HELP),
     train_args: str = typer.Option("", "--train-args", help="Extra options passed to every training run, "
                                    "e.g. \"--no-compile --num-workers 4\"."),
 ) -> None:
-    """Run every experiment of the named groups with the reference hyperparameters, one per GPU at a time."""
+    """Run every experiment of the named groups with the reference hyperparameters, one per GPU at a time.
+
+    An experiment that already has a row in the results CSV is skipped, even when its group changed since:
+    give another --results file to run it again.
+    """
     import shlex
 
     from specstream.groups import expand, load_groups
     from specstream.runner import run_experiments
 
     try:
+        seed_list = list(dict.fromkeys(int(seed) for seed in seeds.split(",")))
+    except ValueError:
+        _fail(ValueError(f"--seeds must be comma-separated integers such as 0,1,2, got {seeds!r}"))
+    extra_args = shlex.split(train_args)
+    owned = sorted({arg.split("=")[0] for arg in extra_args} & set(RUN_OWNED_OPTIONS))
+    if owned:
+        _fail(ValueError(f"--train-args must not set {', '.join(owned)}: `specstream run` sets them from the "
+                         "groups, --seeds, --data, --out and --results; change the group with --groups-file"))
+    try:
         groups = load_groups(groups_file)
-        todo = expand([g.strip() for g in experiments.split(",") if g.strip()], groups,
-                      seeds=[int(s) for s in seeds.split(",")])
+        todo = expand([g.strip() for g in experiments.split(",") if g.strip()], groups, seeds=seed_list)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
     gpu_list = _resolve_gpus(gpus)
@@ -161,7 +183,7 @@ def run(
                f"; results in {results_csv}")
     try:
         outcomes = run_experiments(todo, data=data, out_dir=out, results_csv=results_csv, gpus=gpu_list,
-                                   extra_args=shlex.split(train_args), train_size_cap=_train_split_size(data),
+                                   extra_args=extra_args, train_size_cap=_train_split_size(data),
                                    on_finish=lambda o: typer.echo(
                                        f"{o.experiment.experiment_id}: {'done' if o.returncode == 0 else 'FAILED'} "
                                        f"in {o.seconds:.0f} s (log {o.log_path})"))
@@ -223,12 +245,15 @@ def verify(
 
 
 @app.command("groups")
-def list_groups(groups_file: Optional[Path] = typer.Option(None, "--groups-file", help="JSON file adding or "
-                                                          "overriding groups.")) -> None:
+def list_groups(groups_file: Optional[Path] = typer.Option(None, "--groups-file", help=GROUPS_FILE_HELP)) -> None:
     """List the experiment groups and their hyperparameters."""
     from specstream.groups import DEFAULTS, load_groups
 
-    for name, spec in load_groups(groups_file).items():
+    try:
+        groups = load_groups(groups_file)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    for name, spec in groups.items():
         spec = {**DEFAULTS, **spec}
         typer.echo(f"{name}: models {', '.join(spec['models'])}; inputs {', '.join(spec['inputs'])}; "
                    f"{spec['epochs']} epochs, batch {spec['batch_size']}, lr {spec['lr']}, "
@@ -302,7 +327,8 @@ def baseline(
     out: Path = typer.Option(Path("runs"), "--out", help="Runs root; the run writes to OUT/EXPERIMENT_ID/."),
     results: Optional[Path] = typer.Option(None, "--results", help="Results CSV (default OUT/results.csv)."),
     experiment_id: Optional[str] = typer.Option(None, "--experiment-id", help="Run name; default "
-                                                "GROUP-MODEL-INPUT-sSEED. Rerun with the same name to resume."),
+                                                "GROUP-MODEL-INPUT-sSEED. Rerun with the same name to continue an "
+                                                "interrupted run."),
     group: str = typer.Option("baselines", "--group", help="Experiment group written to the results row."),
     input_mode: str = typer.Option("flux_only", "--input", help="flux_only, whitening, standardized or noise_free."),
     target: str = typer.Option("log_g", "--target", help="Label column to predict."),

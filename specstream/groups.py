@@ -6,11 +6,14 @@ in this form:
     {"MY_GROUP": {"models": ["mlp_2L_1024"], "inputs": ["flux_only", "standardized"],
                   "epochs": 20, "batch_size": 1024, "lr": 1e-3, "train_size": 100000}}
 
-Missing keys take the values of DEFAULTS.
+Missing keys take the values of DEFAULTS, or those of the built-in group of the same name, so
+{"MLP_100k": {"epochs": 1}} shortens that group. The keys are GROUP_KEYS: models and inputs are lists of
+names from the model zoo and INPUT_MODES, targets a list of label names, input_norm true or false.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,10 +80,51 @@ def load_groups(path: str | Path | None = None) -> dict[str, dict]:
     if not isinstance(extra, dict):
         raise ValueError(f"{path}: expected an object mapping group names to settings, found {type(extra).__name__}")
     for name, spec in extra.items():
-        if not isinstance(spec, dict) or not spec.get("models") or not spec.get("inputs"):
-            raise ValueError(f"{path}: group {name} needs non-empty 'models' and 'inputs' lists")
-        groups[name] = spec
+        if not isinstance(spec, dict):
+            raise ValueError(f"{path}: group {name} must be an object of settings, found {type(spec).__name__}")
+        merged = {**groups.get(name, {}), **spec}  # a built-in group's settings not given stay as they are
+        check_group(merged, f"{path}: group {name}")
+        groups[name] = merged
     return groups
+
+
+GROUP_KEYS = ("models", "inputs", "epochs", "batch_size", "lr", "weight_decay", "patience", "train_size",
+              "targets", "input_norm")
+"""The settings a group may have."""
+
+
+def check_group(spec: dict, where: str) -> None:
+    """Raise ValueError naming `where` and the key when a group's settings are unknown or of the wrong kind."""
+    from specstream.kernels.arguments import INPUT_MODES
+    from specstream.models import MODEL_ZOO
+
+    for key in spec:
+        if key not in GROUP_KEYS:
+            close = difflib.get_close_matches(key, GROUP_KEYS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"{where}: unknown key {key!r}; {hint}known keys: {', '.join(GROUP_KEYS)}")
+    for key, allowed, example in (("models", MODEL_ZOO, "mlp_2L_256"), ("inputs", INPUT_MODES, "flux_only"),
+                                  ("targets", None, "log_g")):
+        values = spec.get(key, DEFAULTS.get(key))
+        if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+            raise ValueError(f"{where}: {key!r} must be a non-empty list of names, such as [\"{example}\"], "
+                             f"got {values!r}")
+        unknown = [v for v in values if allowed is not None and v not in allowed]
+        if unknown:
+            raise ValueError(f"{where}: unknown {key} {unknown}; known {key}: {', '.join(sorted(allowed))}")
+    for key, minimum in (("epochs", 1), ("batch_size", 1), ("patience", 1), ("train_size", 1)):
+        value = spec.get(key)
+        if value is None and key == "train_size":
+            continue
+        if key in spec and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+            raise ValueError(f"{where}: {key!r} must be an integer >= {minimum}, got {value!r}")
+    for key in ("lr", "weight_decay"):
+        value = spec.get(key)
+        if key in spec and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0
+                            or (key == "lr" and value == 0)):
+            raise ValueError(f"{where}: {key!r} must be a number {'> 0' if key == 'lr' else '>= 0'}, got {value!r}")
+    if "input_norm" in spec and not isinstance(spec["input_norm"], bool):
+        raise ValueError(f"{where}: 'input_norm' must be true or false, got {spec['input_norm']!r}")
 
 
 def expand(names: list[str], groups: dict[str, dict], seeds: list[int] = (0,)) -> list[Experiment]:

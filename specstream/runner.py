@@ -86,7 +86,8 @@ def run_experiments(experiments: list[Experiment], *, data: str, out_dir: Path, 
     for experiment in experiments:
         log_path = out_dir / experiment.experiment_id / "run.log"
         if experiment.experiment_id in done:
-            logger.info("skipping %s: it already has a row in %s", experiment.experiment_id, results_csv)
+            logger.info("skipping %s: it already has a row in %s (its settings are not compared; give another "
+                        "--results file to run it again)", experiment.experiment_id, results_csv)
             outcomes.append(Outcome(experiment, None, log_path, 0.0))
         else:
             queue.append(experiment)

@@ -46,13 +46,51 @@ def test_groups_file_adds_group(tmp_path):
 @pytest.mark.parametrize("text,message", [
     ("{not json", "invalid JSON"),
     ("[1, 2]", "expected an object mapping group names"),
-    ('{"G": {"models": []}}', "group G needs non-empty 'models' and 'inputs' lists"),
+    ('{"G": {"models": []}}', r"group G: 'models' must be a non-empty list of names, such as \[\"mlp_2L_256\"\]"),
+    ('{"G": {"models": ["mlp_2L_256"]}}', "group G: 'inputs' must be a non-empty list of names"),
+    ('{"G": {"models": "mlp_2L_256", "inputs": ["flux_only"]}}', "'models' must be a non-empty list of names"),
+    ('{"G": {"models": ["mlp_9L_9"], "inputs": ["flux_only"]}}', r"unknown models \['mlp_9L_9'\]; known models: "),
+    ('{"G": {"models": ["mlp_2L_256"], "inputs": ["flux_onyl"]}}', r"unknown inputs \['flux_onyl'\]"),
+    ('{"G": {"models": ["mlp_2L_256"], "inputs": ["flux_only"], "batch_sise": 128}}',
+     "unknown key 'batch_sise'; did you mean 'batch_size'\\?"),
+    ('{"G": {"models": ["mlp_2L_256"], "inputs": ["flux_only"], "epochs": "two"}}',
+     "'epochs' must be an integer >= 1, got 'two'"),
+    ('{"G": {"models": ["mlp_2L_256"], "inputs": ["flux_only"], "lr": 0}}', "'lr' must be a number > 0, got 0"),
+    ('{"G": {"models": ["mlp_2L_256"], "inputs": ["flux_only"], "input_norm": 1}}', "'input_norm' must be true or"),
+    ('{"G": 3}', "group G must be an object of settings, found int"),
 ])
 def test_groups_file_errors(tmp_path, text, message):
     path = tmp_path / "groups.json"
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
         load_groups(path)
+
+
+def test_groups_file_changes_builtin_group(tmp_path):
+    path = tmp_path / "groups.json"
+    path.write_text(json.dumps({"MLP_100k": {"epochs": 1}}))
+    experiments = expand(["MLP_100k"], load_groups(path))
+    assert len(experiments) == 5
+    assert {(e.epochs, e.batch_size, e.train_size) for e in experiments} == {(1, 1024, 100_000)}
+
+
+def test_run_command_checks_arguments(tmp_path):
+    from typer.testing import CliRunner
+
+    from specstream.cli import app
+
+    base = ["run", "-e", "DEMO_MLP", "--data", str(tmp_path), "--out", str(tmp_path / "runs")]
+    result = CliRunner().invoke(app, [*base, "--seeds", "a"])
+    assert result.exit_code == 1
+    assert "--seeds must be comma-separated integers such as 0,1,2, got 'a'" in result.output
+    result = CliRunner().invoke(app, [*base, "--train-args", "--model mlp_3L_512 --no-compile"])
+    assert result.exit_code == 1
+    assert "--train-args must not set --model" in result.output
+    (tmp_path / "bad.json").write_text("{not json")
+    result = CliRunner().invoke(app, ["groups", "--groups-file", str(tmp_path / "bad.json")])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: {tmp_path / 'bad.json'}: invalid JSON")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_groups_file_missing(tmp_path):
