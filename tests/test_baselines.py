@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -334,6 +335,9 @@ def test_oracle_at_least_single_expert(tmp_path, gated):
         assert ridge["test_r2"] < 0.5
         assert oracle["test_r2"] > ridge["test_r2"] + 0.3
         assert [expert["source"] for expert in summary["experts"]] == ["expert", "expert"]
+        assert oracle["pooled_experts"] == 0
+        assert summary["pooled_fallback"] is None
+        assert "fell back" not in oracle["notes"]
     assert "upper bound" in oracle["notes"]
 
 
@@ -354,12 +358,55 @@ def test_oracle_nan_gate_label_uses_pooled_ridge(tmp_path):
     assert np.isfinite(predictions["y_pred"]).all()
 
 
-def test_oracle_small_expert_falls_back(tmp_path):
+def test_oracle_small_expert_falls_back(tmp_path, caplog):
     data = toy_data(n=900)
+    caplog.set_level(logging.WARNING, logger="specstream.baselines.run")
     row = run_baseline(data, BaselineConfig(model="oracle_moe", gate_labels=("T_eff",), n_bins=2,
                                             min_expert_rows=10**6, alpha_grid=ALPHAS), out_dir=tmp_path)
     summary = json.loads((tmp_path / row["experiment_id"] / "baseline.json").read_text())["summary"]
     assert [expert["source"] for expert in summary["experts"]] == ["pooled", "pooled"]
+    assert [expert["fallback"] for expert in summary["experts"]] == ["too_few_train_rows"] * 2
+    assert row["pooled_experts"] == 2
+    assert "2 of 2 experts fell back to the pooled ridge" in row["notes"]
+
+    warnings = [record.getMessage() for record in caplog.records
+                if record.name == "specstream.baselines.run" and record.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    message = warnings[0]
+    assert message == summary["pooled_fallback"]
+    assert "2 of 2 experts fell back to the pooled ridge" in message
+    assert "test R^2 equals that of the ridge baseline" in message
+    assert "2 had fewer than min_expert_rows = 1000000 training rows" in message
+    assert "use fewer --n-bins (now 2 per label of T_eff, so 2 experts)" in message
+
+
+def test_oracle_fallback_reasons_from_validation(tmp_path, caplog):
+    # Every validation spectrum gets a T_eff of the low bin, so the high-T_eff expert has no validation
+    # spectra. The low-T_eff expert is scored on spectra whose log_g signal has the other sign, so the
+    # pooled ridge has the smaller validation error there.
+    data = toy_data(n=900, gated=True)
+    data.labels["T_eff"][data.splits["val"]] = 3800.0
+    caplog.set_level(logging.WARNING, logger="specstream.baselines.run")
+    row = run_baseline(data, BaselineConfig(model="oracle_moe", gate_labels=("T_eff",), n_bins=2,
+                                            alpha_grid=ALPHAS), out_dir=tmp_path)
+    summary = json.loads((tmp_path / row["experiment_id"] / "baseline.json").read_text())["summary"]
+    assert [expert["fallback"] for expert in summary["experts"]] == ["pooled_lower_val_error", "no_val_samples"]
+    assert summary["experts"][1]["val_n"] == 0
+    message = summary["pooled_fallback"]
+    assert "2 of 2 experts fell back" in message
+    assert "1 had no validation spectra in their bin" in message
+    assert "1 had a larger validation error than the pooled ridge" in message
+    assert "min_expert_rows" not in message
+    assert message in [record.getMessage() for record in caplog.records]
+
+
+def test_ridge_has_no_fallback_warning(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="specstream.baselines.run")
+    row = run_baseline(toy_data(n=600), BaselineConfig(model="ridge", alpha_grid=ALPHAS), out_dir=tmp_path)
+    summary = json.loads((tmp_path / row["experiment_id"] / "baseline.json").read_text())["summary"]
+    assert "pooled_fallback" not in summary
+    assert row["pooled_experts"] is None
+    assert "fell back" not in caplog.text
 
 
 def test_oracle_rejects_missing_gate_label(tmp_path):

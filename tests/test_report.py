@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from specstream.cli import app
-from specstream.report import build_report, build_summary, markdown_table
+from specstream.report import build_report, build_summary, markdown_table, plots
+from specstream.report.runs import RunFiles, legend_labels
 from specstream.report.table import format_count, format_seconds, table_notes
 from specstream.results import load_predictions, save_predictions
 
@@ -85,6 +87,54 @@ def test_summary_keeps_last_duplicate():
     assert summary.n_duplicates == 1
 
 
+def test_best_skips_missing_group_or_r2(caplog):
+    rows = [
+        {"experiment_id": "TINY-mlp-s0", "group": "TINY", "model": "mlp", "input": "flux_only", "test_r2": 0.40},
+        {"experiment_id": "TINY-mlp-s1", "group": "TINY", "model": "mlp", "input": "flux_only", "test_r2": "oops"},
+        {"experiment_id": "TINY-cnn-s0", "group": "TINY", "model": "cnn", "input": "flux_only",
+         "test_r2": float("inf")},
+        {"experiment_id": "TINY-cnn-s1", "test_r2": 0.90},  # a truncated row, without group and later columns
+    ]
+    caplog.set_level(logging.WARNING, logger="specstream.report.table")
+    summary = build_summary(pd.DataFrame(rows))
+    best = set(summary.rows.loc[summary.rows["is_best"], "experiment_id"])
+    assert best == {"TINY-mlp-s0"}
+
+    table = markdown_table(summary)
+    assert "| (no group) | TINY-cnn-s1 | \u2014 | \u2014 | \u2014 | 0.9000 |" in table
+    assert "| TINY | TINY-mlp-s1 | mlp | flux_only | \u2014 | \u2014 |" in table
+    assert "| TINY | **TINY-mlp-s0** | mlp | flux_only | \u2014 | **0.4000** |" in table
+
+    warnings = [record.getMessage() for record in caplog.records if record.name == "specstream.report.table"]
+    assert len(warnings) == 1
+    assert "not a finite number in 2 row(s)" in warnings[0]
+    assert "TINY-mlp-s1 ('oops')" in warnings[0]
+    assert "TINY-cnn-s0 (inf)" in warnings[0]
+    assert "TINY-mlp-s0" not in warnings[0]
+
+
+def test_summary_valid_r2_logs_no_warning(caplog):
+    caplog.set_level(logging.WARNING, logger="specstream.report.table")
+    build_summary(pd.DataFrame(reference_rows() + [{"experiment_id": "pending", "test_r2": np.nan}]))
+    assert caplog.records == []
+
+
+def test_legend_labels_unique_only_when_needed():
+    def run(experiment_id, label, group=None, seed=None):
+        return RunFiles(experiment_id, label, "log_g", None, group=group, seed=seed)
+
+    runs = [run("TINY-mlp-s0", "mlp (flux_only)", "TINY", "seed 0"),
+            run("TINY-mlp-s1", "mlp (flux_only)", "TINY", "seed 1"),
+            run("SMALL-mlp-s0", "mlp (flux_only)", "SMALL", "seed 0"),
+            run("ridge", "ridge (flux_only)", "TINY", "seed 0"),
+            run("a", "cnn (whitening)"),
+            run("b", "cnn (whitening)")]
+    assert legend_labels(runs) == ["mlp (flux_only, TINY, seed 0)", "mlp (flux_only, TINY, seed 1)",
+                                   "mlp (flux_only, SMALL)", "ridge (flux_only)", "cnn (whitening, a)",
+                                   "cnn (whitening, b)"]
+    assert legend_labels(runs[:1] + runs[3:4]) == ["mlp (flux_only)", "ridge (flux_only)"]
+
+
 def test_formatting_of_times_and_counts():
     assert format_seconds(45.2) == "45 s"
     assert format_seconds(3.25) == "3.2 s"
@@ -102,7 +152,7 @@ def test_report_from_minimal_csv(tmp_path):
                                                {"experiment_id": "b", "test_r2": np.nan}])
     report = build_report(csv, tmp_path / "report")
     text = report.markdown.read_text()
-    assert "| (no group) | **a** | \u2014 | \u2014 | \u2014 | **0.3000** |" in text
+    assert "| (no group) | a | \u2014 | \u2014 | \u2014 | 0.3000 |" in text  # no group, so not ranked
     assert "| (no group) | b |" in text
     assert report.figures == {}
     assert "pred_vs_true" in report.skipped
@@ -139,6 +189,39 @@ def test_report_with_runs_draws_every_figure(tmp_path):
         assert f"]({path.name})" in text
     assert report.skipped == {}
     assert "Run files not used" not in text
+
+
+def test_report_figures_tell_seeds_apart(tmp_path, monkeypatch):
+    figures = {}
+    save_figure = plots.save_figure
+
+    def capture(figure, path):
+        figures[path.stem] = figure
+        return save_figure(figure, path)
+
+    monkeypatch.setattr(plots, "save_figure", capture)
+    rows = []
+    for seed in (0, 1):
+        experiment_id = f"TINY-mlp_2L_256-flux_only-s{seed}"
+        run_dir = tmp_path / experiment_id
+        run_dir.mkdir()
+        write_run(run_dir, seed=seed, noise=0.3, epochs=5)
+        rows.append({"experiment_id": experiment_id, "group": "TINY", "model": "mlp_2L_256", "input": "flux_only",
+                     "target": "log_g", "test_r2": 0.5 - 0.1 * seed, "seed": seed, "run_dir": str(run_dir)})
+    build_report(write_csv(tmp_path / "results.csv", rows), tmp_path / "report")
+
+    expected = {"mlp_2L_256 (flux_only, seed 0)", "mlp_2L_256 (flux_only, seed 1)"}
+    for name in ("residuals", "r2_per_bin"):
+        legend = figures[name].axes[0].get_legend()
+        assert {text.get_text() for text in legend.get_texts()} == expected, name
+    loss_axis, r2_axis = figures["learning_curves"].axes[:2]
+    assert {text.get_text() for text in loss_axis.get_legend().get_texts()} == {
+        f"{label} {curve}" for label in expected for curve in ("train", "val")}
+    for axis in (loss_axis, r2_axis):
+        low, high = axis.get_xlim()
+        ticks = [tick for tick in axis.get_xticks() if low <= tick <= high]
+        assert len(ticks) >= 2
+        assert all(float(tick).is_integer() for tick in ticks), ticks
 
 
 def test_report_skips_bad_prediction_files(tmp_path):

@@ -28,6 +28,12 @@ from specstream.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
+# Reasons an expert uses the pooled ridge (the "fallback" field of LinearExperts.choices).
+FALLBACK_FEW_TRAIN_ROWS = "too_few_train_rows"  # fewer training rows than min_rows, so no model was solved
+FALLBACK_NO_VALIDATION = "no_val_samples"  # no validation sample falls in the expert's bin
+FALLBACK_POOLED_BETTER = "pooled_lower_val_error"  # the pooled ridge had the smaller validation error there
+
+
 @dataclass
 class TrainingPass:
     """Outcome of the streaming training pass."""
@@ -177,7 +183,9 @@ class LinearExperts:
     gate: Gate
     coefficients: np.ndarray  # (n_features, n_experts + 1)
     intercepts: np.ndarray  # (n_experts + 1,)
-    choices: list[dict]  # per expert: source ("expert" or "pooled"), alpha_relative, train_rows, val_n, val_mse
+    # Per expert: source ("expert" or "pooled"), fallback (a FALLBACK_* reason when an expert of a real gate
+    # uses the pooled ridge, else None), alpha_relative, train_rows, val_n, val_mse.
+    choices: list[dict]
 
     def predict(self, inputs: np.ndarray, labels) -> np.ndarray:
         """Return predictions (batch,) float64 for inputs (batch, n_features), gated by the true labels."""
@@ -257,10 +265,16 @@ def select_on_validation(data, paths: CoefficientPaths, *, target: str, gate: Ga
     choices = []
     for expert in range(n_experts):
         error = errors.pooled[expert, pooled_choice]
-        choice = {"source": "pooled", "alpha_relative": float(paths.alphas_relative[pooled_choice]),
+        choice = {"source": "pooled", "fallback": None,
+                  "alpha_relative": float(paths.alphas_relative[pooled_choice]),
                   "train_rows": paths.n_rows[expert], "val_n": int(errors.counts[expert])}
         path = paths.experts[expert]
-        if path is not None and errors.counts[expert] > 0:
+        if path is None:
+            # A single-expert gate has no expert models at all, so only a real gate has fallbacks.
+            choice["fallback"] = FALLBACK_FEW_TRAIN_ROWS if gate.names else None
+        elif errors.counts[expert] == 0:
+            choice["fallback"] = FALLBACK_NO_VALIDATION
+        else:
             best = int(np.argmin(errors.expert[expert]))
             if errors.expert[expert, best] <= error:
                 warn_if_grid_edge(best, n_alphas, f"expert {expert} ({gate.describe(expert)})")
@@ -268,6 +282,8 @@ def select_on_validation(data, paths: CoefficientPaths, *, target: str, gate: Ga
                 coefficients[:, expert] = path[0][:, best]
                 intercepts[expert] = path[1][best]
                 choice.update(source="expert", alpha_relative=float(paths.alphas_relative[best]))
+            else:
+                choice["fallback"] = FALLBACK_POOLED_BETTER
         choice["val_mse"] = float(error / errors.counts[expert]) if errors.counts[expert] else None
         total_error += error
         choices.append(choice)

@@ -25,7 +25,15 @@ from specstream.results import append_result, code_revision, read_results, save_
 
 from .boosting import BoostingSettings, fit_lightgbm
 from .gate import Gate
-from .linear import PassCheckpoint, accumulate, select_on_validation, solve_paths
+from .linear import (
+    FALLBACK_FEW_TRAIN_ROWS,
+    FALLBACK_NO_VALIDATION,
+    FALLBACK_POOLED_BETTER,
+    PassCheckpoint,
+    accumulate,
+    select_on_validation,
+    solve_paths,
+)
 from .ridge import DEFAULT_RELATIVE_ALPHAS
 
 logger = logging.getLogger(__name__)
@@ -120,7 +128,40 @@ def fit_linear(data, config: BaselineConfig, run_dir: Path):
     summary.update(n_experts=gate.n_experts, train_rows=training.n_rows, pass_seconds=training.seconds,
                    train_seconds=train_seconds,
                    experts=[dict(choice, region=gate.describe(expert)) for expert, choice in enumerate(model.choices)])
+    if config.model == "oracle_moe":
+        summary["pooled_experts"] = sum(choice["source"] == "pooled" for choice in model.choices)
+        summary["pooled_fallback"] = pooled_fallback_message(config, model.choices)
     return model, summary, spectra_per_s, checkpoint.path
+
+
+def pooled_fallback_message(config: BaselineConfig, choices: list[dict]) -> str | None:
+    """Describe how many oracle experts use the pooled ridge, why, and what to change, or return None if none do."""
+    reasons = [choice["fallback"] for choice in choices if choice["source"] == "pooled"]
+    if not reasons:
+        return None
+    n_experts = len(choices)
+    if len(reasons) == n_experts:
+        effect = ("every test spectrum is predicted by the pooled ridge and the test R^2 equals that of the ridge "
+                  "baseline with the same input, noise passes and alpha grid")
+    else:
+        effect = "the test spectra in those bins are predicted by the pooled ridge"
+    causes = []
+    n_few_rows = reasons.count(FALLBACK_FEW_TRAIN_ROWS)
+    if n_few_rows:
+        causes.append(f"{n_few_rows} had fewer than min_expert_rows = {config.min_expert_rows} training rows "
+                      f"(training spectra in the bin x {config.noise_passes} noise passes)")
+    n_no_validation = reasons.count(FALLBACK_NO_VALIDATION)
+    if n_no_validation:
+        causes.append(f"{n_no_validation} had no validation spectra in their bin")
+    n_pooled_better = reasons.count(FALLBACK_POOLED_BETTER)
+    if n_pooled_better:
+        causes.append(f"{n_pooled_better} had a larger validation error than the pooled ridge on their bin's "
+                      "validation spectra")
+    gate = ",".join(config.gate_labels)
+    return (f"oracle {config.experiment_id}: {len(reasons)} of {n_experts} experts fell back to the pooled "
+            f"ridge, so {effect}. Of those experts, {' and '.join(causes)}. Give each expert more spectra: use "
+            f"fewer --n-bins (now {config.n_bins} per label of {gate}, so {n_experts} experts) or more training "
+            "data. The experts field of baseline.json lists each expert's train_rows, val_n and fallback reason.")
 
 
 def predict_test(data, model, target: str, label_names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -180,6 +221,8 @@ def run_baseline(data, config: BaselineConfig, *, out_dir: str | os.PathLike = "
         state_path.unlink(missing_ok=True)  # no longer needed: 128 MiB per expert at 4096 pixels
     logger.info("baseline %s: test R^2 %.4f, MAE %.4f (%d spectra)", config.experiment_id, metrics["r2"],
                 metrics["mae"], metrics["n"])
+    if summary.get("pooled_fallback"):
+        logger.warning("%s", summary["pooled_fallback"])
     return row
 
 
@@ -205,6 +248,9 @@ def _result_row(config, data, metrics, summary, train_time, spectra_per_s, run_d
                          f"rebin {config.boosting.rebin}",
              "oracle_moe": f"{ORACLE_NOTE}; gate {','.join(config.gate_labels)} x {config.n_bins} bins, "
                            f"{config.noise_passes} noise realisation(s)"}
+    if summary.get("pooled_experts"):
+        notes["oracle_moe"] += (f"; {summary['pooled_experts']} of {summary['n_experts']} experts fell back to "
+                                "the pooled ridge")
     return {
         "experiment_id": config.experiment_id, "group": config.group, "model": config.model,
         "input": config.input_mode, "target": config.target,
@@ -215,6 +261,7 @@ def _result_row(config, data, metrics, summary, train_time, spectra_per_s, run_d
         "code_revision": code_revision(), "run_dir": str(run_dir), "noise_level": config.noise_level,
         "noise_passes": 1 if is_lightgbm else config.noise_passes, "val_r2": summary.get("val_r2"),
         "alpha_relative": summary.get("alpha_relative_pooled"), "n_experts": summary.get("n_experts"),
+        "pooled_experts": summary.get("pooled_experts"),
         "notes": notes[config.model],
     }
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter, NullFormatter
+from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter
 
 from specstream.atomic import atomic_write
 from specstream.metrics import binned_r2, regression_metrics
 
-from .runs import RunFiles
+from .runs import RunFiles, legend_labels
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def plot_residuals(runs: list[RunFiles], columns: list[str], path: Path) -> Path
         pooled = np.concatenate([run.predictions[column].to_numpy() for run in runs if column in run.predictions])
         edges = _edges(pooled, N_RESIDUAL_BINS, log)
         centres = np.sqrt(edges[:-1] * edges[1:]) if log else 0.5 * (edges[:-1] + edges[1:])
-        for run, color in zip(runs, _colors(len(runs))):
+        for run, label, color in zip(runs, legend_labels(runs), _colors(len(runs))):
             if column not in run.predictions:
                 continue
             frame = run.predictions
@@ -133,7 +133,7 @@ def plot_residuals(runs: list[RunFiles], columns: list[str], path: Path) -> Path
             keep = np.isfinite(residual) & np.isfinite(frame[column].to_numpy())
             quantiles = _binned_quantiles(frame[column].to_numpy()[keep], residual[keep], edges)
             ax.fill_between(centres, quantiles[:, 0], quantiles[:, 2], color=color, alpha=0.12, linewidth=0)
-            ax.plot(centres, quantiles[:, 1], marker="o", color=color, label=run.label)
+            ax.plot(centres, quantiles[:, 1], marker="o", color=color, label=label)
         ax.axhline(0.0, color="0.3", linewidth=1, linestyle="--")
         if log:
             _log_x_axis(ax)
@@ -158,14 +158,14 @@ def plot_binned_r2(runs: list[RunFiles], columns: list[str], path: Path) -> Path
     for ax, column in zip(axes, columns):
         pooled = np.concatenate([run.predictions[column].to_numpy() for run in runs if column in run.predictions])
         edges = _r2_edges(column, pooled)
-        for run, color in zip(runs, _colors(len(runs))):
+        for run, label, color in zip(runs, legend_labels(runs), _colors(len(runs))):
             if column not in run.predictions:
                 continue
             frame = run.predictions
             table = binned_r2(frame["y_true"], frame["y_pred"], frame[column], edges)
             log = column == "snr" and edges[0] > 0
             centres = np.sqrt(table["lo"] * table["hi"]) if log else 0.5 * (table["lo"] + table["hi"])
-            ax.plot(centres, table["r2"], marker="o", color=color, label=run.label)
+            ax.plot(centres, table["r2"], marker="o", color=color, label=label)
         if column == "snr" and edges[0] > 0:
             _log_x_axis(ax)
         ax.set(xlabel=axis_label(column), ylabel=f"test R² of {quantity_name(runs[0].target)}")
@@ -180,11 +180,11 @@ def plot_learning_curves(runs: list[RunFiles], path: Path) -> Path:
     figure = Figure(figsize=(12.0, 4.2), layout="constrained")
     loss_axis, r2_axis = figure.subplots(1, 2)
     all_positive = True
-    for run, color in zip(runs, _colors(len(runs))):
+    for run, label, color in zip(runs, legend_labels(runs), _colors(len(runs))):
         epochs = run.epochs
-        loss_axis.plot(epochs["epoch"], epochs["train_loss"], color=color, label=f"{run.label} train")
-        loss_axis.plot(epochs["epoch"], epochs["val_loss"], color=color, linestyle="--", label=f"{run.label} val")
-        r2_axis.plot(epochs["epoch"], epochs["val_r2"], color=color, marker=".", label=run.label)
+        loss_axis.plot(epochs["epoch"], epochs["train_loss"], color=color, label=f"{label} train")
+        loss_axis.plot(epochs["epoch"], epochs["val_loss"], color=color, linestyle="--", label=f"{label} val")
+        r2_axis.plot(epochs["epoch"], epochs["val_r2"], color=color, marker=".", label=label)
         losses = np.concatenate([epochs["train_loss"].to_numpy(), epochs["val_loss"].to_numpy()])
         all_positive &= bool(np.all(losses[np.isfinite(losses)] > 0))
     if all_positive:
@@ -195,6 +195,7 @@ def plot_learning_curves(runs: list[RunFiles], path: Path) -> Path:
                   title="Training (solid) and validation (dashed) loss")
     r2_axis.set(xlabel="epoch", ylabel="validation R²", title="Validation R² per epoch")
     for ax in (loss_axis, r2_axis):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
     loss_axis.legend(fontsize=7)
     return save_figure(figure, path)

@@ -19,6 +19,7 @@ RIDGE_MODELS = ("ridge",)
 ORACLE_MODELS = ("oracle_moe", "oracle-moe")
 NO_GROUP = "(no group)"
 MISSING = "\u2014"  # em dash
+MAX_LISTED_ROWS = 10  # max rows named in one warning, which counts the others
 
 
 @dataclass
@@ -34,6 +35,8 @@ class SummaryTable:
 def normalise_results(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Fill missing optional columns, keep the last row of each experiment_id, parse numbers.
 
+    Logs a warning naming the rows whose test_r2 is present but not a finite number.
+
     Raises ValueError when the CSV has no test_r2 column, since the table has nothing to show without it.
     """
     if "test_r2" not in frame.columns:
@@ -48,12 +51,27 @@ def normalise_results(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
             frame[column] = np.nan
         frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     frame["group"] = frame["group"].fillna(NO_GROUP)
+    n_before = len(frame)
+    frame = frame.drop_duplicates("experiment_id", keep="last").reset_index(drop=True)
     for column in ("test_r2", "test_mae", "train_size", "train_time"):
         values = frame[column] if column in frame.columns else pd.Series(np.nan, index=frame.index)
         frame[column] = pd.to_numeric(values, errors="coerce")
-    n_before = len(frame)
-    frame = frame.drop_duplicates("experiment_id", keep="last").reset_index(drop=True)
+        if column == "test_r2":
+            _warn_invalid_r2(frame["experiment_id"], values, frame[column])
     return frame, n_before - len(frame)
+
+
+def _warn_invalid_r2(experiment_ids: pd.Series, raw: pd.Series, parsed: pd.Series) -> None:
+    """Log one warning naming the rows whose test_r2 is present but not a finite number."""
+    invalid = raw.notna() & ~np.isfinite(parsed.to_numpy(dtype=float))
+    if not invalid.any():
+        return
+    listed = [f"{experiment_id} ({value!r})" for experiment_id, value in
+              zip(experiment_ids[invalid].iloc[:MAX_LISTED_ROWS], raw[invalid].iloc[:MAX_LISTED_ROWS])]
+    more = f" and {int(invalid.sum()) - len(listed)} more" if invalid.sum() > len(listed) else ""
+    logger.warning("test_r2 is not a finite number in %d row(s) of the results: %s%s. The table shows %s for "
+                   "them and does not mark them best. Fix these rows of the results CSV or rerun the experiments",
+                   int(invalid.sum()), ", ".join(listed), more, MISSING)
 
 
 def _same(values: pd.Series, value) -> pd.Series:
@@ -69,7 +87,8 @@ def find_reference(frame: pd.DataFrame, row: pd.Series, models: tuple[str, ...])
     non-empty tier wins: same train size and input, same train size, same input, any. Within a tier the
     last row of the CSV (the most recent run) is taken.
     """
-    candidates = frame[frame["model"].isin(models) & frame["test_r2"].notna() & _same(frame["target"], row["target"])]
+    has_r2 = np.isfinite(frame["test_r2"])
+    candidates = frame[frame["model"].isin(models) & has_r2 & _same(frame["target"], row["target"])]
     if candidates.empty:
         return None
     same_size = _same(candidates["train_size"], row["train_size"])
@@ -99,9 +118,11 @@ def build_summary(frame: pd.DataFrame) -> SummaryTable:
     frame["delta_r2_oracle"] = delta_oracle
     frame["is_oracle"] = is_oracle
 
-    # Best per group: the highest test R^2 among deployable models (oracle rows are upper bounds).
+    # Best per group: the highest test R^2 among deployable models (oracle rows are upper bounds). Rows without
+    # a group (e.g. a truncated CSV row) or without a finite test R^2 are not ranked.
     frame["is_best"] = False
-    for _, members in frame[~is_oracle & frame["test_r2"].notna()].groupby("group", sort=False):
+    rankable = ~is_oracle & np.isfinite(frame["test_r2"]) & (frame["group"] != NO_GROUP)
+    for _, members in frame[rankable].groupby("group", sort=False):
         frame.loc[members["test_r2"].idxmax(), "is_best"] = True
 
     group_order = {group: i for i, group in enumerate(dict.fromkeys(frame["group"]))}
@@ -171,7 +192,8 @@ def markdown_table(summary: SummaryTable) -> str:
 def table_notes(summary: SummaryTable) -> list[str]:
     """Return the footnotes that explain the table's marks and reference rows."""
     notes = [
-        "Bold: the highest test R^2 of its group among deployable models (oracle rows excluded).",
+        "Bold: the highest test R^2 of its group among deployable models (oracle rows, rows without a group "
+        "and rows without a finite test R^2 excluded).",
         "ΔR^2 = test R^2 of the row minus that of the reference row with the same target, matched on train "
         "size and input where such a row exists (otherwise on train size, then input, then any).",
     ]
