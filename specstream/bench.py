@@ -40,6 +40,8 @@ class BenchConfig:
     """Shard directory whose manifest names the survey HDF5 files it came from."""
     groups: list[str]
     """Experiment groups to time."""
+    groups_file: Path | None = None
+    """JSON file adding or changing groups, as for `specstream run --groups-file`."""
     out_dir: Path = Path("benchmarks/results")
     """Folder for the report (JSON and Markdown)."""
     runs_dir: Path | None = None
@@ -128,10 +130,10 @@ def _reference_run(config: BenchConfig, experiment: Experiment, manifest: dict, 
 
 def run_bench(config: BenchConfig, command: str = "") -> dict:
     """Time the selected experiments on both paths; write and return the report."""
+    experiments = expand(config.groups, load_groups(config.groups_file))
     manifest = read_manifest(config.data)
     n_split = int(manifest["splits"]["train"]["n_samples"])
     n_pixels = len(manifest["wave"])
-    experiments = expand(config.groups, load_groups())
     if not config.all_experiments:
         experiments = [next(e for e in experiments if e.group == g) for g in config.groups]
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -35,10 +35,7 @@ def _progress_bar(total: int, unit: str, desc: str):
     return tqdm(total=total, unit=unit, unit_scale=True, desc=desc, disable=not sys.stderr.isatty())
 
 
-GROUPS_FILE_HELP = ('JSON file adding or changing groups, e.g. {"TINY": {"models": ["mlp_2L_256"], "inputs": '
-                    '["flux_only"], "epochs": 2, "batch_size": 256, "lr": 3e-4}}. Keys: models, inputs, epochs, '
-                    'batch_size, lr, weight_decay, patience, train_size, targets, input_norm. A built-in group '
-                    'named here keeps the settings not given.')
+GROUPS_FILE_HELP = "JSON file adding or changing groups; its format is in `specstream groups --help`."
 
 # Options that `specstream run` sets for each experiment itself; --train-args must not change them.
 RUN_OWNED_OPTIONS = ("--data", "--out", "--experiment-id", "--group", "--model", "--input", "--seed", "--results",
@@ -246,7 +243,13 @@ def verify(
 
 @app.command("groups")
 def list_groups(groups_file: Optional[Path] = typer.Option(None, "--groups-file", help=GROUPS_FILE_HELP)) -> None:
-    """List the experiment groups and their hyperparameters."""
+    """List the experiment groups and their hyperparameters.
+
+    A groups file adds or changes groups, for example
+    {"TINY": {"models": ["mlp_2L_256"], "inputs": ["flux_only"], "epochs": 2, "batch_size": 256, "lr": 3e-4}}.
+    Keys: models, inputs, epochs, batch_size, lr, weight_decay, patience, train_size, targets, input_norm.
+    A built-in group named in the file keeps the settings not given.
+    """
     from specstream.groups import DEFAULTS, load_groups
 
     try:
@@ -399,6 +402,7 @@ def bench(
     data: str = typer.Option(..., "--data", help="Shard directory; its manifest names the survey HDF5 files "
                              "that the reference path reads."),
     experiments: str = typer.Option("MLP_100k", "--experiments", "-e", help="Comma-separated group names."),
+    groups_file: Optional[Path] = typer.Option(None, "--groups-file", help=GROUPS_FILE_HELP),
     out: Path = typer.Option(Path("benchmarks/results"), "--out", help="Directory for the report."),
     runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Directory for the benchmark's training "
                                             "runs (default OUT/runs)."),
@@ -422,7 +426,7 @@ def bench(
 
     try:
         config = BenchConfig(data=data, groups=[g.strip() for g in experiments.split(",") if g.strip()],
-                             out_dir=out, runs_dir=runs_dir, all_experiments=all_experiments, epochs=epochs,
+                             groups_file=groups_file, out_dir=out, runs_dir=runs_dir, all_experiments=all_experiments, epochs=epochs,
                              train_size=train_size,
                              data_paths=[p.strip() for p in data_paths.split(",") if p.strip()], compile=compile,
                              num_workers=num_workers, reference_steps=reference_steps,

@@ -157,3 +157,19 @@ def test_groups_command_shows_input_choice():
     lines = {line.split(":")[0]: line for line in result.output.splitlines()}
     assert lines["MLP_100k"].endswith("input raw")
     assert lines["DEMO_MLP"].endswith("input standardised per pixel")
+
+
+def test_bench_reads_groups_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from specstream.cli import app
+
+    path = tmp_path / "groups.json"
+    path.write_text(json.dumps({"TINY": {"models": ["mlp_2L_256"], "inputs": ["flux_only"], "epoch": 2}}))
+    result = CliRunner().invoke(app, ["bench", "--data", str(tmp_path), "-e", "TINY", "--groups-file", str(path)])
+    assert result.exit_code == 1
+    assert "group TINY: unknown key 'epoch'; did you mean 'epochs'?" in result.output
+    path.write_text(json.dumps({"TINY": {"models": ["mlp_2L_256"], "inputs": ["flux_only"], "epochs": 2}}))
+    result = CliRunner().invoke(app, ["bench", "--data", str(tmp_path), "-e", "TINY", "--groups-file", str(path)])
+    assert result.exit_code == 1
+    assert "manifest not found" in result.output
