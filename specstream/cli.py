@@ -40,7 +40,7 @@ GROUPS_FILE_HELP = "JSON file adding or changing groups; its format is in `specs
 # Options that `specstream run` sets for each experiment itself; --train-args must not change them.
 RUN_OWNED_OPTIONS = ("--data", "--out", "--experiment-id", "--group", "--model", "--input", "--seed", "--results",
                      "--epochs", "--batch-size", "--lr", "--weight-decay", "--patience", "--train-size", "--target",
-                     "--input-norm", "--no-input-norm", "--device")
+                     "--input-norm", "--no-input-norm")
 
 
 def _fail(exc: Exception) -> None:
