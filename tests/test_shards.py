@@ -319,15 +319,27 @@ def test_failed_run_does_not_block_rerun(tmp_path):
     assert not list((tmp_path / "out").glob(f".*{writer_module.TMP_SUFFIX}"))
 
 
-def test_resume_rejects_damaged_closed_shard(tmp_path, monkeypatch):
+def interrupted_run(tmp_path, monkeypatch, closed_shards: int) -> list:
+    """Write two input files, stop a shard run after `closed_shards` closed shards and return the input paths."""
     paths, *_ = two_files(tmp_path)
-    crash_at(monkeypatch, "_close_shard", 3)
+    crash_at(monkeypatch, "_close_shard", closed_shards)
     with pytest.raises(Crash):
         write_shards(paths, tmp_path / "out", ShardOptions(**OPTIONS))
     monkeypatch.undo()
+    return paths
+
+
+def flip_last_data_byte(data: bytes) -> bytes:
+    return data[:-1025] + bytes([data[-1025] ^ 0xFF]) + data[-1024:]  # before the two 512-byte end blocks
+
+
+@pytest.mark.parametrize("damage, message", [(lambda data: data[:1024], "has 1024 bytes, the progress file"),
+                                             (flip_last_data_byte, "has SHA-256 .*, the progress file")])
+def test_resume_rejects_damaged_closed_shard(tmp_path, monkeypatch, damage, message):
+    paths = interrupted_run(tmp_path, monkeypatch, closed_shards=3)
     closed = sorted((tmp_path / "out").glob("*.tar"))[0]
-    closed.write_bytes(closed.read_bytes()[:1024])
-    with pytest.raises(ValueError, match=f"closed shard .*{closed.name} has 1024 bytes, the progress file"):
+    closed.write_bytes(damage(closed.read_bytes()))
+    with pytest.raises(ValueError, match=f"closed shard .*{closed.name} {message}"):
         write_shards(paths, tmp_path / "out", ShardOptions(**OPTIONS), resume=True)
 
 
@@ -383,11 +395,7 @@ def test_resume_with_drops_and_float16(tmp_path, monkeypatch):
 
 
 def test_resume_rejects_other_options(tmp_path, monkeypatch):
-    paths, *_ = two_files(tmp_path)
-    crash_at(monkeypatch, "_close_shard", 2)
-    with pytest.raises(Crash):
-        write_shards(paths, tmp_path / "out", ShardOptions(**OPTIONS))
-    monkeypatch.undo()
+    paths = interrupted_run(tmp_path, monkeypatch, closed_shards=2)
     with pytest.raises(ValueError, match=r"was written for other inputs or options \(seed: 0 -> 5\); rerun"):
         write_shards(paths, tmp_path / "out", ShardOptions(**{**OPTIONS, "seed": 5}), resume=True)
 
